@@ -1,0 +1,152 @@
+"""Argument checks that run at trace time and name the offending argument.
+
+Shapes and dtypes are static, so they are always checked. Values (labels in
+range, γ > 0) are checked only when they are concrete — outside `jit`, or as
+Python constants closed over by it; a traced value cannot raise, and the loss
+documents what it does with it instead.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def concrete_value(x) -> np.ndarray | None:
+  """x as a numpy array when it is known at trace time, else None."""
+  if isinstance(x, jax.core.Tracer):
+    return None
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def float_array(name: str, x, ndim: int | None = None) -> Array:
+  """Converts x to a floating jax array of rank `ndim` (if given)."""
+  try:
+    x = jnp.asarray(x)
+  except TypeError as e:
+    raise TypeError(f"{name} must be an array, got {type(x).__name__}") from e
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(
+        f"{name} must have a floating dtype, got {x.dtype} (shape {x.shape})"
+    )
+  if ndim is not None and x.ndim != ndim:
+    raise ValueError(
+        f"{name} must have rank {ndim}, got shape {x.shape} (rank {x.ndim})"
+    )
+  return x
+
+
+def embedding_matrix(name: str, x, dim: int | None = None) -> Array:
+  """A non-empty [N, D] float matrix, with D == dim when given."""
+  x = float_array(name, x, ndim=2)
+  if x.shape[0] == 0:
+    raise ValueError(f"{name} is empty: shape {x.shape} has no rows")
+  if x.shape[1] == 0:
+    raise ValueError(f"{name} has zero feature dimension: shape {x.shape}")
+  if dim is not None and x.shape[1] != dim:
+    raise ValueError(
+        f"{name} has feature dimension {x.shape[1]} (shape {x.shape}) but the "
+        f"embeddings have {dim}"
+    )
+  return x
+
+
+def integer_labels(
+    name: str, labels, size: int | None = None, num_classes: int | None = None
+) -> Array:
+  """A rank-1 ([size]) integer label vector; with num_classes, in [0, C) if concrete."""
+  try:
+    labels = jnp.asarray(labels)
+  except TypeError as e:
+    raise TypeError(f"{name} must be an array, got {type(labels).__name__}") from e
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(
+        f"{name} must have an integer dtype, got {labels.dtype} (shape "
+        f"{labels.shape}); cast class ids with .astype(jnp.int32)"
+    )
+  if size is None and labels.ndim != 1:
+    raise ValueError(f"{name} must have rank 1, got shape {labels.shape}")
+  if size is not None and labels.shape != (size,):
+    raise ValueError(
+        f"{name} must have shape ({size},) to match the embeddings, got "
+        f"{labels.shape}"
+    )
+  if num_classes is not None:
+    value = concrete_value(labels)
+    if value is not None and value.size:
+      low, high = int(value.min()), int(value.max())
+      if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes}) for {num_classes} classes, "
+            f"got values in [{low}, {high}]"
+        )
+  return labels
+
+
+def hyperparameter(
+    name: str, value, *, positive: bool = False, nonnegative: bool = False
+) -> Array | float:
+  """A scalar hyper-parameter: finite (and > 0 / ≥ 0) when concrete.
+
+  Traced scalars (e.g. γ under `vmap` over hyper-parameters) pass through unchecked.
+  """
+  if isinstance(value, bool) or not (
+      isinstance(value, numbers.Real) or hasattr(value, "dtype")
+  ):
+    raise TypeError(f"{name} must be a real scalar, got {value!r}")
+  shape = np.shape(value)
+  if shape != ():
+    raise ValueError(f"{name} must be a scalar, got shape {shape}")
+  concrete = concrete_value(value)
+  if concrete is not None:
+    v = float(concrete)
+    if not np.isfinite(v):
+      raise ValueError(f"{name} must be finite, got {v}")
+    if positive and v <= 0:
+      raise ValueError(f"{name} must be > 0, got {v}")
+    if nonnegative and v < 0:
+      raise ValueError(f"{name} must be >= 0, got {v}")
+  return value
+
+
+def score_mask(name: str, mask, scores: Array, scores_name: str) -> Array:
+  """A boolean mask broadcastable to `scores`' shape (all True when None)."""
+  if mask is None:
+    return jnp.ones(scores.shape, bool)
+  mask = jnp.asarray(mask)
+  if mask.dtype != jnp.bool_:
+    raise TypeError(
+        f"{name} must be a boolean array marking valid {scores_name} entries, "
+        f"got dtype {mask.dtype}"
+    )
+  try:
+    return jnp.broadcast_to(mask, scores.shape)
+  except ValueError as e:
+    raise ValueError(
+        f"{name} has shape {mask.shape}, which does not broadcast to "
+        f"{scores_name}'s shape {scores.shape}"
+    ) from e
+
+
+def chunk_size_arg(chunk_size) -> int | None:
+  if chunk_size is None:
+    return None
+  if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
+    raise TypeError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
+  if chunk_size <= 0:
+    raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+  return int(chunk_size)
+
+
+def one_of(name: str, value, choices) -> str:
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+  return value

@@ -1,0 +1,175 @@
+"""Numerical building blocks shared by every loss.
+
+Masked log-sum-exp (dense and streamed), safe L2 normalisation, cosine similarity
+matrices and the compute-dtype rule. Everything here is written so that masked
+entries and empty rows give finite values *and* finite (zero) gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+
+# Floor on the squared norm in `safe_l2_normalize`: x / max(|x|, 1e-12), as torch's
+# F.normalize does, so a zero vector maps to zero with a finite gradient.
+_NORM_EPS = 1e-12
+
+
+def compute_dtype(*dtypes) -> jnp.dtype:
+  """The dtype losses compute and accumulate in: at least float32.
+
+  bf16/fp16 inputs are promoted to float32 (sums of exponentials in half precision
+  lose the loss entirely at large γ); float64 stays float64.
+  """
+  return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
+
+
+class LSEState(NamedTuple):
+  """Running masked log-sum-exp over a row: lse = max + log(sum).
+
+  `max` is the largest *valid* entry seen so far (−inf while none has been seen),
+  `sum` is Σ exp(x − max) over valid entries. Merging chunks rescales `sum`, so a
+  row can be reduced in any number of column chunks with the same result.
+  """
+
+  max: Array
+  sum: Array
+
+
+def lse_init(shape: Sequence[int], dtype) -> LSEState:
+  return LSEState(
+      max=jnp.full(shape, -jnp.inf, dtype), sum=jnp.zeros(shape, dtype)
+  )
+
+
+def lse_update(state: LSEState, x: Array, mask: Array) -> LSEState:
+  """Folds the entries x[..., j] with mask[..., j] True into `state` (last axis)."""
+  chunk_max = jnp.max(jnp.where(mask, x, -jnp.inf), axis=-1)
+  new_max = lax.stop_gradient(jnp.maximum(state.max, chunk_max))
+  # A row with nothing valid yet keeps max = −inf; shift by 0 there so no
+  # (−inf) − (−inf) appears. The shift is a constant for the gradient: the
+  # log-sum-exp does not depend on it.
+  shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
+  # Double where: masked entries are replaced *before* exp, so neither their value
+  # nor their gradient can overflow or carry a NaN from the masked input.
+  z = jnp.where(mask, x - shift[..., None], 0.0)
+  chunk_sum = jnp.sum(jnp.where(mask, jnp.exp(z), 0.0), axis=-1)
+  rescale = jnp.exp(lax.stop_gradient(state.max) - shift)
+  return LSEState(max=new_max, sum=state.sum * rescale + chunk_sum)
+
+
+def lse_finalize(state: LSEState) -> tuple[Array, Array]:
+  """Returns (lse, nonempty); lse is 0 (with zero gradient) on empty rows."""
+  nonempty = state.sum > 0
+  shift = jnp.where(nonempty, state.max, 0.0)
+  lse = shift + jnp.log(jnp.where(nonempty, state.sum, 1.0))
+  return jnp.where(nonempty, lse, 0.0), nonempty
+
+
+def masked_logsumexp(x: Array, mask: Array) -> tuple[Array, Array]:
+  """log Σ_j exp(x[..., j]) over entries with mask True, along the last axis.
+
+  Returns (lse, nonempty). Rows without a valid entry give lse = 0 and
+  nonempty = False; their gradient is exactly zero. The max is taken over valid
+  entries only, so valid terms never underflow because of masked ones.
+  """
+  mask = jnp.broadcast_to(mask, x.shape)
+  state = lse_init(x.shape[:-1], x.dtype)
+  return lse_finalize(lse_update(state, x, mask))
+
+
+def masked_softmax(x: Array, mask: Array) -> Array:
+  """Softmax over valid entries of the last axis; 0 at masked entries/empty rows."""
+  mask = jnp.broadcast_to(mask, x.shape)
+  lse, _ = masked_logsumexp(x, mask)
+  return jnp.where(mask, jnp.exp(jnp.where(mask, x - lse[..., None], 0.0)), 0.0)
+
+
+def streamed_row_lse(
+    chunk_fn: Callable[[Array | int, int], Sequence[tuple[Array, Array]]],
+    num_cols: int,
+    num_rows: int,
+    dtype,
+    chunk_size: int | None,
+    num_streams: int,
+) -> list[tuple[Array, Array]]:
+  """Masked log-sum-exps of rows whose columns are produced chunk by chunk.
+
+  `chunk_fn(start, size)` returns `num_streams` pairs (logits, mask), each
+  [num_rows, size], for columns start … start+size−1 (`start` may be traced;
+  `size` is static). With `chunk_size=None` the whole row is one chunk (the dense
+  computation). Otherwise full chunks run in a `lax.scan` whose body is
+  rematerialised in the backward pass, so only one [num_rows, chunk_size] block
+  is live at a time, and a final partial chunk handles num_cols % chunk_size —
+  nothing is padded or copied.
+
+  Returns a list of (lse, nonempty) per stream.
+  """
+  states = [lse_init((num_rows,), dtype) for _ in range(num_streams)]
+
+  def fold(states, start, size):
+    pairs = chunk_fn(start, size)
+    return [lse_update(s, x, m) for s, (x, m) in zip(states, pairs)]
+
+  if chunk_size is None or chunk_size >= num_cols:
+    states = fold(states, 0, num_cols)
+  else:
+    num_full = num_cols // chunk_size
+
+    @jax.checkpoint
+    def body(carry, index):
+      return fold(carry, index * chunk_size, chunk_size), None
+
+    states, _ = lax.scan(body, states, jnp.arange(num_full))
+    remainder = num_cols - num_full * chunk_size
+    if remainder:
+      states = fold(states, num_full * chunk_size, remainder)
+  return [lse_finalize(s) for s in states]
+
+
+def safe_l2_normalize(x: Array, axis: int = -1) -> Array:
+  """x / max(‖x‖, 1e-12): zero vectors map to 0 with a finite gradient."""
+  return x * inverse_l2_norm(x, axis=axis, keepdims=True)
+
+
+def inverse_l2_norm(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
+  """1 / max(‖x‖, 1e-12) in at least float32, without a NaN gradient at x = 0."""
+  dtype = compute_dtype(x.dtype)
+  squared = jnp.sum(jnp.square(x.astype(dtype)), axis=axis, keepdims=keepdims)
+  return lax.rsqrt(jnp.maximum(squared, _NORM_EPS**2))
+
+
+def scaled_inner_products(
+    x: Array,
+    y: Array,
+    x_scale: Array | None = None,
+    y_scale: Array | None = None,
+) -> Array:
+  """x @ yᵀ (float32 accumulation), optionally times per-row / per-column scales.
+
+  With the inverse norms as scales this is the cosine-similarity matrix computed
+  without a normalised copy of `y` (which, for class weights, may be C × D large).
+  """
+  dtype = compute_dtype(x.dtype, y.dtype)
+  operand = jnp.promote_types(x.dtype, y.dtype)
+  out = jnp.einsum(
+      "bd,cd->bc",
+      x.astype(operand),
+      y.astype(operand),
+      preferred_element_type=dtype,
+  ).astype(dtype)
+  if x_scale is not None:
+    out = out * x_scale[:, None]
+  if y_scale is not None:
+    out = out * y_scale[None, :]
+  return out
+
+
+def cosine_similarity_matrix(x: Array, y: Array) -> Array:
+  """cos(x_b, y_c) for all pairs: [B, D] × [C, D] → [B, C] (zero rows give 0)."""
+  return scaled_inner_products(x, y, inverse_l2_norm(x), inverse_l2_norm(y))

@@ -1,0 +1,38 @@
+"""Shared fixtures: float64 scope, seeded numpy generators, hypothesis profile."""
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import settings
+
+# Every example compiles new shapes; deadlines would measure XLA, not the loss.
+settings.register_profile("circle_jax", deadline=None, max_examples=25, derandomize=True)
+settings.load_profile("circle_jax")
+
+
+@pytest.fixture
+def x64():
+  """Runs the test with 64-bit floats enabled (for tight gradient checks)."""
+  with jax.enable_x64(True):
+    yield
+
+
+@pytest.fixture
+def rng():
+  return np.random.default_rng(0)
+
+
+def labels_with_pattern(rng, batch, pattern):
+  """Integer labels [batch] in one of the patterns that break implementations."""
+  if pattern == "pk":  # P classes × K samples, shuffled
+    k = 2 if batch % 2 == 0 else 1
+    labels = np.repeat(np.arange(batch // k), k)[:batch]
+  elif pattern == "singletons":  # every anchor alone: no positives anywhere
+    labels = np.arange(batch)
+  elif pattern == "single_class":  # no negatives anywhere
+    labels = np.zeros(batch, int)
+  elif pattern == "mixed":  # some singletons, some groups
+    labels = rng.integers(0, max(1, batch // 2), size=batch)
+  else:
+    raise ValueError(pattern)
+  return rng.permutation(labels).astype(np.int32)

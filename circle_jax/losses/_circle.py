@@ -7,6 +7,8 @@ from embeddings and reuse the pieces defined here.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -157,6 +159,11 @@ def circle_loss(
     Optimization", CVPR 2020, Eq. 6–8.
   """
   sp, sn, sp_mask, sn_mask = _similarity_sets(sp, sn, sp_mask, sn_mask, margin, gamma)
+  return _circle_loss(sp, sn, sp_mask, sn_mask, margin, gamma, grad_through_alpha)
+
+
+@functools.partial(jax.jit, static_argnums=6)
+def _circle_loss(sp, sn, sp_mask, sn_mask, margin, gamma, grad_through_alpha):
   kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
   lse_p, ok_p = _numerics.masked_logsumexp(
       circle_logits(sp, positive=True, **kw), sp_mask
@@ -229,8 +236,17 @@ def circle_loss_grads(
   """
   sp_in, sn_in = jnp.shape(sp), jnp.shape(sn)
   sp, sn, sp_mask, sn_mask = _similarity_sets(sp, sn, sp_mask, sn_mask, margin, gamma)
+  return _circle_loss_grads(
+      sp, sn, sp_mask, sn_mask, margin, gamma, grad_through_alpha, sp_in, sn_in
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7, 8))
+def _circle_loss_grads(
+    sp, sn, sp_mask, sn_mask, margin, gamma, grad_through_alpha, sp_in, sn_in
+):
   kw = dict(margin=margin, gamma=gamma)
-  loss = circle_loss(sp, sn, sp_mask=sp_mask, sn_mask=sn_mask, **kw)
+  loss = _circle_loss(sp, sn, sp_mask, sn_mask, margin, gamma, False)
   z = -jnp.expm1(-loss)  # Z = 1 − exp(−L), accurate when L is small.
   weights_p = _numerics.masked_softmax(circle_logits(sp, positive=True, **kw), sp_mask)
   weights_n = _numerics.masked_softmax(circle_logits(sn, positive=False, **kw), sn_mask)
@@ -286,6 +302,11 @@ def unified_loss(
     Sun et al., CVPR 2020, Eq. 1–3.
   """
   sp, sn, sp_mask, sn_mask = _similarity_sets(sp, sn, sp_mask, sn_mask, margin, gamma)
+  return _unified_loss(sp, sn, sp_mask, sn_mask, margin, gamma)
+
+
+@jax.jit
+def _unified_loss(sp, sn, sp_mask, sn_mask, margin, gamma):
   lse_p, ok_p = _numerics.masked_logsumexp(-gamma * sp, sp_mask)
   lse_n, ok_n = _numerics.masked_logsumexp(gamma * (sn + margin), sn_mask)
   return softplus_of_sum(lse_p, ok_p, lse_n, ok_n)

@@ -14,6 +14,7 @@ sum stream over classes.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -152,6 +153,12 @@ def class_circle_loss(
   x, w, labels = class_inputs(embeddings, class_weights, labels)
   _checks.hyperparameter("margin", margin)
   _checks.hyperparameter("gamma", gamma, positive=True)
+  chunk_size = _checks.chunk_size_arg(chunk_size)
+  return _class_circle_loss(x, w, labels, margin, gamma, chunk_size, grad_through_alpha)
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _class_circle_loss(x, w, labels, margin, gamma, chunk_size, grad_through_alpha):
   kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
   return proxy_cross_entropy(
       x,
@@ -160,5 +167,5 @@ def class_circle_loss(
       # The target's Eq. 6 exponent is −z_y: z_y = γα_p(s_y − Δ_p).
       target_logit=lambda s: -_circle.circle_logits(s, positive=True, **kw),
       other_logit=lambda s: _circle.circle_logits(s, positive=False, **kw),
-      chunk_size=_checks.chunk_size_arg(chunk_size),
+      chunk_size=chunk_size,
   )

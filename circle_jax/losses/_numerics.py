@@ -49,7 +49,7 @@ def lse_init(shape: Sequence[int], dtype) -> LSEState:
 
 def lse_update(state: LSEState, x: Array, mask: Array) -> LSEState:
   """Folds the entries x[..., j] with mask[..., j] True into `state` (last axis)."""
-  chunk_max = jnp.max(jnp.where(mask, x, -jnp.inf), axis=-1)
+  chunk_max = jnp.max(jnp.where(mask, x, -jnp.inf), axis=-1, initial=-jnp.inf)
   new_max = lax.stop_gradient(jnp.maximum(state.max, chunk_max))
   # A row with nothing valid yet keeps max = −inf; shift by 0 there so no
   # (−inf) − (−inf) appears. The shift is a constant for the gradient: the

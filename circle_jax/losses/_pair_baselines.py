@@ -9,6 +9,8 @@ an anchor with no positive or no negative in the batch gets exactly 0, so
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -23,9 +25,14 @@ ArrayLike = jax.typing.ArrayLike
 _METRICS = ("euclidean", "squared_euclidean", "cosine")
 
 
-def _batch_pairs(embeddings, labels, normalize: bool = True):
-  """(similarity [B, B], positive mask, negative mask, valid anchors [B])."""
+def _batch_inputs(embeddings, labels):
+  """Validated (x [B, D], labels [B]); the batch is its own reference set."""
   x, labels, _, _, _ = _pairwise.pair_inputs(embeddings, labels)
+  return x, labels
+
+
+def _batch_pairs(x, labels, normalize: bool = True):
+  """(similarity [B, B], positive mask, negative mask, valid anchors [B])."""
   if normalize:
     s = _numerics.cosine_similarity_matrix(x, x)
   else:
@@ -96,7 +103,12 @@ def batch_hard_triplet_loss(
   """
   _checks.hyperparameter("margin", margin)
   _checks.one_of("metric", metric, _METRICS)
-  s, pos, neg, valid = _batch_pairs(embeddings, labels)
+  return _batch_hard_triplet_loss(*_batch_inputs(embeddings, labels), margin, metric)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _batch_hard_triplet_loss(x, labels, margin, metric):
+  s, pos, neg, valid = _batch_pairs(x, labels)
   d = _distances(s, metric)
   hardest_pos = jnp.max(jnp.where(pos, d, -jnp.inf), axis=-1)
   hardest_neg = jnp.min(jnp.where(neg, d, jnp.inf), axis=-1)
@@ -140,7 +152,14 @@ def batch_all_triplet_loss(
   """
   _checks.hyperparameter("margin", margin)
   _checks.one_of("metric", metric, _METRICS)
-  s, pos, neg, valid = _batch_pairs(embeddings, labels)
+  return _batch_all_triplet_loss(
+      *_batch_inputs(embeddings, labels), margin, metric, nonzero_only
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _batch_all_triplet_loss(x, labels, margin, metric, nonzero_only):
+  s, pos, neg, valid = _batch_pairs(x, labels)
   d = _distances(s, metric)
   hinge = jax.nn.relu(d[:, :, None] - d[:, None, :] + margin)  # [a, p, n]
   triplets = pos[:, :, None] & neg[:, None, :]
@@ -189,7 +208,12 @@ def contrastive_loss(
   """
   _checks.hyperparameter("pos_margin", pos_margin, nonnegative=True)
   _checks.hyperparameter("neg_margin", neg_margin)
-  s, pos, neg, valid = _batch_pairs(embeddings, labels)
+  return _contrastive_loss(*_batch_inputs(embeddings, labels), pos_margin, neg_margin)
+
+
+@jax.jit
+def _contrastive_loss(x, labels, pos_margin, neg_margin):
+  s, pos, neg, valid = _batch_pairs(x, labels)
   d = _distances(s, "euclidean")
   pull = 0.5 * _masked_mean(jnp.square(jax.nn.relu(d - pos_margin)), pos)
   push = 0.5 * _masked_mean(jnp.square(jax.nn.relu(neg_margin - d)), neg)
@@ -232,7 +256,12 @@ def npair_loss(
     Objective", NeurIPS 2016, Eq. 6.
   """
   _checks.hyperparameter("scale", scale, positive=True)
-  s, pos, neg, valid = _batch_pairs(embeddings, labels, normalize=normalize)
+  return _npair_loss(*_batch_inputs(embeddings, labels), normalize, scale)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _npair_loss(x, labels, normalize, scale):
+  s, pos, neg, valid = _batch_pairs(x, labels, normalize=normalize)
   s = scale * s
   lse_neg, _ = _numerics.masked_logsumexp(s, neg)
   per_pair = jax.nn.softplus(jnp.where(valid[:, None], lse_neg[:, None] - s, 0.0))
@@ -277,7 +306,12 @@ def lifted_structure_loss(
     Feature Embedding", CVPR 2016, Eq. 4.
   """
   _checks.hyperparameter("margin", margin)
-  s, pos, neg, valid = _batch_pairs(embeddings, labels)
+  return _lifted_structure_loss(*_batch_inputs(embeddings, labels), margin)
+
+
+@jax.jit
+def _lifted_structure_loss(x, labels, margin):
+  s, pos, neg, valid = _batch_pairs(x, labels)
   d = _distances(s, "euclidean")
   lse, _ = _numerics.masked_logsumexp(margin - d, neg)  # empty sets only on invalid rows
   j = jnp.logaddexp(lse[:, None], lse[None, :]) + d
@@ -326,9 +360,18 @@ def multi_similarity_loss(
   _checks.hyperparameter("alpha", alpha, positive=True)
   _checks.hyperparameter("beta", beta, positive=True)
   _checks.hyperparameter("base", base)
-  s, pos, neg, valid = _batch_pairs(embeddings, labels)
-  if epsilon is not None:
+  mine = epsilon is not None
+  if mine:
     _checks.hyperparameter("epsilon", epsilon)
+  return _multi_similarity_loss(
+      *_batch_inputs(embeddings, labels), alpha, beta, base, epsilon if mine else 0.0, mine
+  )
+
+
+@functools.partial(jax.jit, static_argnums=6)
+def _multi_similarity_loss(x, labels, alpha, beta, base, epsilon, mine):
+  s, pos, neg, valid = _batch_pairs(x, labels)
+  if mine:
     # Mining only selects pairs; its thresholds carry no gradient.
     sg = jax.lax.stop_gradient(s)
     min_pos = jnp.min(jnp.where(pos, sg, jnp.inf), axis=-1, keepdims=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -147,6 +149,15 @@ def pairwise_circle_loss(
   _checks.hyperparameter("margin", margin)
   _checks.hyperparameter("gamma", gamma, positive=True)
   chunk_size = _checks.chunk_size_arg(chunk_size)
+  return _pairwise_circle_loss(
+      x, labels, ref, ref_labels, margin, gamma, is_self, chunk_size, grad_through_alpha
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7, 8))
+def _pairwise_circle_loss(
+    x, labels, ref, ref_labels, margin, gamma, is_self, chunk_size, grad_through_alpha
+):
   kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
   x_inv = _numerics.inverse_l2_norm(x)
   ref_inv = _numerics.inverse_l2_norm(ref)

@@ -7,6 +7,7 @@ one value per example.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -63,6 +64,11 @@ def softmax_loss(
           f"bias must have shape ({w.shape[0]},) to match class_weights "
           f"{w.shape}, got {bias.shape}"
       )
+  return _softmax_loss(x, w, labels, bias)
+
+
+@jax.jit
+def _softmax_loss(x, w, labels, bias):
   identity = lambda s: s
   return _class_level.proxy_cross_entropy(
       x,
@@ -76,10 +82,13 @@ def softmax_loss(
   )
 
 
-def _scaled_margin_loss(embeddings, class_weights, labels, gamma, target_logit):
-  """Cross-entropy on γ·cos for non-targets and target_logit(cos) for the target."""
-  x, w, labels = _class_level.class_inputs(embeddings, class_weights, labels)
+def _scaled_cosine_inputs(embeddings, class_weights, labels, gamma):
+  """Validated (x, w, labels) for the losses whose non-target logits are γ·cos."""
   _checks.hyperparameter("gamma", gamma, positive=True)
+  return _class_level.class_inputs(embeddings, class_weights, labels)
+
+
+def _scaled_cosine_cross_entropy(x, w, labels, gamma, target_logit):
   return _class_level.proxy_cross_entropy(
       x, w, labels, target_logit=target_logit, other_logit=lambda s: gamma * s
   )
@@ -119,9 +128,13 @@ def normface_loss(
     Wang et al., "NormFace: L2 Hypersphere Embedding for Face Verification",
     ACM MM 2017; Sun et al., CVPR 2020, Eq. 2.
   """
-  return _scaled_margin_loss(
-      embeddings, class_weights, labels, gamma, lambda s: gamma * s
-  )
+  x, w, labels = _scaled_cosine_inputs(embeddings, class_weights, labels, gamma)
+  return _normface_loss(x, w, labels, gamma)
+
+
+@jax.jit
+def _normface_loss(x, w, labels, gamma):
+  return _scaled_cosine_cross_entropy(x, w, labels, gamma, lambda s: gamma * s)
 
 
 def cosface_loss(
@@ -160,8 +173,14 @@ def cosface_loss(
     IEEE SPL 2018; Sun et al., CVPR 2020, Eq. 2.
   """
   _checks.hyperparameter("margin", margin)
-  return _scaled_margin_loss(
-      embeddings, class_weights, labels, gamma, lambda s: gamma * (s - margin)
+  x, w, labels = _scaled_cosine_inputs(embeddings, class_weights, labels, gamma)
+  return _cosface_loss(x, w, labels, margin, gamma)
+
+
+@jax.jit
+def _cosface_loss(x, w, labels, margin, gamma):
+  return _scaled_cosine_cross_entropy(
+      x, w, labels, gamma, lambda s: gamma * (s - margin)
   )
 
 
@@ -221,6 +240,12 @@ def arcface_loss(
   m = _checks.concrete_value(margin)
   if m is not None and float(m) >= math.pi / 2:
     raise ValueError(f"margin must be < π/2 radians, got {float(m)}")
+  x, w, labels = _scaled_cosine_inputs(embeddings, class_weights, labels, gamma)
+  return _arcface_loss(x, w, labels, margin, gamma, easy_margin)
+
+
+@functools.partial(jax.jit, static_argnums=5)
+def _arcface_loss(x, w, labels, margin, gamma, easy_margin):
   cos_m, sin_m = jnp.cos(margin), jnp.sin(margin)
   threshold = jnp.cos(jnp.pi - margin)
 
@@ -231,7 +256,7 @@ def arcface_loss(
       return gamma * jnp.where(s > 0, shifted, s)
     return gamma * jnp.where(s > threshold, shifted, s - margin * sin_m)
 
-  return _scaled_margin_loss(embeddings, class_weights, labels, gamma, target)
+  return _scaled_cosine_cross_entropy(x, w, labels, gamma, target)
 
 
 def _chebyshev(s: Array, degree: int) -> Array:
@@ -290,6 +315,11 @@ def sphereface_loss(
     raise ValueError(f"margin must be >= 1, got {margin}")
   _checks.hyperparameter("annealing_lambda", annealing_lambda, nonnegative=True)
   x, w, labels = _class_level.class_inputs(embeddings, class_weights, labels)
+  return _sphereface_loss(x, w, labels, margin, annealing_lambda)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _sphereface_loss(x, w, labels, margin, annealing_lambda):
   norm = 1.0 / _numerics.inverse_l2_norm(x)
 
   def target(s):

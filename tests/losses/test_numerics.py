@@ -1,0 +1,89 @@
+"""Masked / streamed log-sum-exp, safe normalisation, cosine similarities."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from circle_jax.losses import cosine_similarity_matrix, masked_logsumexp
+from circle_jax.losses import _numerics
+
+
+def np_masked_lse(x, mask):
+  out, ok = [], []
+  for row, m in zip(x, mask):
+    v = row[m]
+    if v.size == 0:
+      out.append(0.0), ok.append(False)
+    else:
+      out.append(v.max() + np.log(np.exp(v - v.max()).sum())), ok.append(True)
+  return np.array(out), np.array(ok)
+
+
+def test_masked_logsumexp_matches_reference(x64, rng):
+  x = rng.normal(scale=300.0, size=(6, 9))  # exponents far beyond exp's range
+  mask = rng.random((6, 9)) < 0.5
+  mask[2] = False
+  lse, ok = masked_logsumexp(jnp.asarray(x), jnp.asarray(mask))
+  want, want_ok = np_masked_lse(x, mask)
+  np.testing.assert_allclose(lse, want, rtol=1e-13)
+  np.testing.assert_array_equal(ok, want_ok)
+
+
+def test_max_is_over_valid_entries_only():
+  """A huge masked entry must not make the valid ones underflow (PML #173)."""
+  x = jnp.array([[1000.0, 1.0, 2.0]])
+  lse, ok = masked_logsumexp(x, jnp.array([[False, True, True]]))
+  np.testing.assert_allclose(lse, [np.logaddexp(1.0, 2.0)], rtol=1e-6)
+  assert bool(ok[0])
+
+
+def test_masked_and_empty_rows_have_zero_finite_gradients():
+  x = jnp.array([[jnp.nan, 1.0, -jnp.inf], [jnp.inf, 2.0, 3.0]])
+  mask = jnp.array([[False, True, False], [False, False, False]])
+  grad = jax.grad(lambda v: masked_logsumexp(v, mask)[0].sum())(x)
+  chex.assert_trees_all_equal(grad, jnp.array([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 2, 5, 7, 50])
+def test_streamed_lse_equals_dense(x64, rng, chunk_size):
+  x = rng.normal(scale=50.0, size=(4, 7))
+  mask = rng.random((4, 7)) < 0.6
+  mask[1] = False
+
+  def chunk(start, size):
+    block = jax.lax.dynamic_slice_in_dim(jnp.asarray(x), start, size, axis=1)
+    block_mask = jax.lax.dynamic_slice_in_dim(jnp.asarray(mask), start, size, axis=1)
+    return [(block, block_mask), (-block, block_mask)]
+
+  (lse, ok), (neg_lse, _) = _numerics.streamed_row_lse(chunk, 7, 4, jnp.float64, chunk_size, 2)
+  want, want_ok = np_masked_lse(x, mask)
+  np.testing.assert_allclose(lse, want, rtol=1e-13)
+  np.testing.assert_allclose(neg_lse, np_masked_lse(-x, mask)[0], rtol=1e-13)
+  np.testing.assert_array_equal(ok, want_ok)
+
+
+def test_safe_normalize_at_zero():
+  x = jnp.array([[0.0, 0.0], [3.0, 4.0]])
+  chex.assert_trees_all_close(_numerics.safe_l2_normalize(x), jnp.array([[0.0, 0.0], [0.6, 0.8]]))
+  grad = jax.grad(lambda v: _numerics.safe_l2_normalize(v).sum())(x)
+  assert np.all(np.isfinite(grad))
+
+
+def test_cosine_similarity_matrix(x64, rng):
+  x, y = rng.normal(size=(3, 5)), rng.normal(size=(4, 5))
+  want = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (y / np.linalg.norm(y, axis=1, keepdims=True)).T
+  np.testing.assert_allclose(cosine_similarity_matrix(x, y), want, rtol=1e-13)
+
+
+@pytest.mark.parametrize("dtypes,want", [
+    ((jnp.bfloat16,), jnp.float32), ((jnp.float16,), jnp.float32),
+    ((jnp.float32,), jnp.float32), ((jnp.bfloat16, jnp.float32), jnp.float32),
+])
+def test_compute_dtype(dtypes, want):
+  assert _numerics.compute_dtype(*dtypes) == want
+
+
+def test_compute_dtype_float64(x64):
+  assert _numerics.compute_dtype(jnp.float64) == jnp.float64

@@ -47,11 +47,11 @@ def softmax_loss(
     [B] per-example cross-entropies.
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import jax.numpy as jnp, numpy as np
     >>> from circle_jax.losses import softmax_loss
     >>> x, w = jnp.array([[1.0, 0.0]]), jnp.array([[2.0, 0.0], [0.0, 1.0]])
-    >>> softmax_loss(x, w, jnp.array([0])).round(4)
-    Array([0.1269], dtype=float32)
+    >>> print(np.asarray(softmax_loss(x, w, jnp.array([0]))).round(4))
+    [0.1269]
 
   References:
     Sun et al., CVPR 2020, Eq. 2 and Table 1 (Softmax baseline).
@@ -118,11 +118,11 @@ def normface_loss(
     [B] per-example losses.
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import jax.numpy as jnp, numpy as np
     >>> from circle_jax.losses import normface_loss
     >>> x, w = jnp.array([[1.0, 0.0]]), jnp.array([[1.0, 0.0], [0.0, 1.0]])
-    >>> normface_loss(x, w, jnp.array([0]), gamma=2.0).round(4)
-    Array([0.1269], dtype=float32)
+    >>> print(np.asarray(normface_loss(x, w, jnp.array([0]), gamma=2.0)).round(4))
+    [0.1269]
 
   References:
     Wang et al., "NormFace: L2 Hypersphere Embedding for Face Verification",
@@ -162,11 +162,11 @@ def cosface_loss(
     [B] per-example losses.
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import jax.numpy as jnp, numpy as np
     >>> from circle_jax.losses import cosface_loss
     >>> x, w = jnp.array([[1.0, 0.0]]), jnp.array([[1.0, 0.0], [0.0, 1.0]])
-    >>> cosface_loss(x, w, jnp.array([0]), margin=0.5, gamma=2.0).round(4)
-    Array([0.3133], dtype=float32)
+    >>> print(np.asarray(cosface_loss(x, w, jnp.array([0]), margin=0.5, gamma=2.0)).round(4))
+    [0.3133]
 
   References:
     Wang et al., "CosFace", CVPR 2018; Wang et al., "Additive Margin Softmax",
@@ -226,11 +226,11 @@ def arcface_loss(
     [B] per-example losses.
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import jax.numpy as jnp, numpy as np
     >>> from circle_jax.losses import arcface_loss
     >>> x, w = jnp.array([[1.0, 0.0]]), jnp.array([[1.0, 0.0], [0.0, 1.0]])
-    >>> arcface_loss(x, w, jnp.array([0]), margin=0.5, gamma=2.0).round(4)
-    Array([0.1595], dtype=float32)
+    >>> print(np.asarray(arcface_loss(x, w, jnp.array([0]), margin=0.5, gamma=2.0)).round(4))
+    [0.1595]
 
   References:
     Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face
@@ -299,11 +299,11 @@ def sphereface_loss(
     [B] per-example losses.
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import jax.numpy as jnp, numpy as np
     >>> from circle_jax.losses import sphereface_loss
     >>> x, w = jnp.array([[2.0, 0.0]]), jnp.array([[1.0, 0.0], [0.0, 1.0]])
-    >>> sphereface_loss(x, w, jnp.array([0]), margin=4).round(4)
-    Array([0.1269], dtype=float32)
+    >>> print(np.asarray(sphereface_loss(x, w, jnp.array([0]), margin=4)).round(4))
+    [0.1269]
 
   References:
     Liu et al., "SphereFace: Deep Hypersphere Embedding for Face Recognition",

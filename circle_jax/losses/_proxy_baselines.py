@@ -212,9 +212,11 @@ def arcface_loss(
 
   cos(θ + m) stops decreasing past θ = π − m, so beyond it the target logit
   switches to the linear CosFace-like penalty cos θ − m·sin m (insightface's
-  rule), which keeps ψ monotonic and continuous at θ = π − m. With
-  ``easy_margin=True`` the margin is only applied where cos θ > 0 (ψ = cos θ
-  elsewhere). Defaults: the paper's baseline γ = 64, m = 0.5.
+  rule, kept for agreement with it). ψ stays decreasing, but it is not
+  continuous there: it jumps from −1 down to −cos m − m·sin m (by 0.117 at
+  m = 0.5), which only matters for targets more than π − m away from their
+  proxy. With ``easy_margin=True`` the margin is only applied where
+  cos θ > 0 (ψ = cos θ elsewhere). Defaults: the paper's baseline γ = 64, m = 0.5.
   pytorch-metric-learning's ``ArcFaceLoss`` takes the margin in degrees (28.6°).
 
   Args:

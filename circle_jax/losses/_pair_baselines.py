@@ -101,7 +101,7 @@ def batch_hard_triplet_loss(
     Re-Identification", 2017; Schroff et al., "FaceNet", CVPR 2015;
     Sun et al., CVPR 2020, Eq. 3.
   """
-  _checks.hyperparameter("margin", margin)
+  _checks.hyperparameter("margin", margin, nonnegative=True)
   _checks.one_of("metric", metric, _METRICS)
   return _batch_hard_triplet_loss(*_batch_inputs(embeddings, labels), margin, metric)
 
@@ -150,7 +150,7 @@ def batch_all_triplet_loss(
   References:
     Hermans, Beyer, Leibe, 2017 (batch-all); Schroff et al., CVPR 2015.
   """
-  _checks.hyperparameter("margin", margin)
+  _checks.hyperparameter("margin", margin, nonnegative=True)
   _checks.one_of("metric", metric, _METRICS)
   return _batch_all_triplet_loss(
       *_batch_inputs(embeddings, labels), margin, metric, nonzero_only

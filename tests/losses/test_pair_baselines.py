@@ -219,14 +219,11 @@ def call(name, x, labels, **kw):
 # Values against the references.
 # ----------------------------------------------------------------------------
 
-SHAPE_CASES = [  # every batch size and pattern, without the redundant small ones
+SHAPE_CASES = [
     pytest.param(b, p, id=f"B{b}-{p}")
     for b, p in [
-        (1, "mixed"),  # one row: never a valid anchor
-        (2, "singletons"),
-        (2, "pk"),  # [0, 0]: a single class
         (5, "mixed"),
-        (5, "pk"),  # K = 1: singletons again, shuffled
+        (5, "pk"),  # K = 1: singletons, shuffled
         (5, "single_class"),
         (8, "pk"),
         (8, "mixed"),
@@ -238,12 +235,9 @@ SHAPE_CASES = [  # every batch size and pattern, without the redundant small one
 ]
 
 
-@pytest.mark.parametrize("batch,pattern", SHAPE_CASES)
-@pytest.mark.parametrize("name,kw", CONFIG_PARAMS)
-def test_matches_reference_float64(x64, rng, name, kw, batch, pattern):
-  x, labels = random_batch(rng, batch, pattern)
+def check_against_reference(name, kw, x, labels):
   got = call(name, jnp.asarray(x), jnp.asarray(labels), **kw)
-  assert got.shape == (batch,) and got.dtype == jnp.float64
+  assert got.shape == labels.shape and got.dtype == jnp.float64
   want = LOSSES[name][1](x, labels, **kw)
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12)
   # Anchors without a positive or a negative get exactly 0, and those are
@@ -251,6 +245,21 @@ def test_matches_reference_float64(x64, rng, name, kw, batch, pattern):
   valid = np_valid(labels)
   np.testing.assert_array_equal(np.asarray(valid_anchor_mask(labels)), valid)
   assert np.all(np.asarray(got)[~valid] == 0.0)
+
+
+@pytest.mark.parametrize("batch,pattern", SHAPE_CASES)
+@pytest.mark.parametrize("name,kw", CONFIG_PARAMS)
+def test_matches_reference_float64(x64, rng, name, kw, batch, pattern):
+  check_against_reference(name, kw, *random_batch(rng, batch, pattern))
+
+
+@pytest.mark.parametrize("name,kw", DEFAULT_PARAMS + OTHER_PARAMS)
+def test_tiny_batches(x64, rng, name, kw):
+  # One row, two singletons, one pair of a class: no anchor is ever valid.
+  for batch, pattern in [(1, "mixed"), (2, "singletons"), (2, "pk")]:
+    x, labels = random_batch(rng, batch, pattern)
+    assert not np.any(np_valid(labels))
+    check_against_reference(name, kw, x, labels)
 
 
 @pytest.mark.parametrize("name,kw", DEFAULT_PARAMS)
@@ -502,8 +511,11 @@ def degenerate_batch(rng, dtype):
   return x.astype(dtype), with_zero.astype(dtype), labels
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("name,kw", DEFAULT_PARAMS + OTHER_PARAMS)
+@pytest.mark.parametrize(
+    "name,kw,dtype",
+    [pytest.param(*p.values, np.float32, id=p.id + "-f32") for p in DEFAULT_PARAMS + OTHER_PARAMS]
+    + [pytest.param(*p.values, np.float64, id=p.id + "-f64") for p in DEFAULT_PARAMS],
+)
 def test_degenerate_embeddings_are_finite(name, kw, dtype):
   with jax.enable_x64(dtype == np.float64):
     x, with_zero, labels = degenerate_batch(np.random.default_rng(3), dtype)
@@ -523,7 +535,6 @@ def test_degenerate_embeddings_are_finite(name, kw, dtype):
 # ----------------------------------------------------------------------------
 # Transformations.
 # ----------------------------------------------------------------------------
-
 
 
 @pytest.mark.parametrize("name,kw", OTHER_PARAMS)
@@ -597,6 +608,8 @@ def test_bad_metric_and_margin(name):
 @pytest.mark.parametrize(
     "name,kw,match",
     [
+        ("batch_hard", dict(margin=-0.1), "margin must be >= 0"),
+        ("batch_all", dict(margin=-0.1), "margin must be >= 0"),
         ("contrastive", dict(pos_margin=-0.1), "pos_margin"),
         ("contrastive", dict(neg_margin=math.nan), "neg_margin"),
         ("npair", dict(scale=-1.0), "scale"),

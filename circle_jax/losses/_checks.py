@@ -27,16 +27,22 @@ def concrete_value(x) -> np.ndarray | None:
     return None
 
 
-def float_array(name: str, x, ndim: int | None = None) -> Array:
-  """Converts x to a floating jax array of rank `ndim` (if given)."""
+def _array(name: str, x, kind, kind_name: str, hint: str = "") -> Array:
+  """x as a jax array whose dtype is a sub-dtype of `kind`."""
   try:
     x = jnp.asarray(x)
   except TypeError as e:
     raise TypeError(f"{name} must be an array, got {type(x).__name__}") from e
-  if not jnp.issubdtype(x.dtype, jnp.floating):
+  if not jnp.issubdtype(x.dtype, kind):
     raise TypeError(
-        f"{name} must have a floating dtype, got {x.dtype} (shape {x.shape})"
+        f"{name} must have {kind_name} dtype, got {x.dtype} (shape {x.shape}){hint}"
     )
+  return x
+
+
+def float_array(name: str, x, ndim: int | None = None) -> Array:
+  """Converts x to a floating jax array of rank `ndim` (if given)."""
+  x = _array(name, x, jnp.floating, "a floating")
   if ndim is not None and x.ndim != ndim:
     raise ValueError(
         f"{name} must have rank {ndim}, got shape {x.shape} (rank {x.ndim})"
@@ -63,15 +69,10 @@ def integer_labels(
     name: str, labels, size: int | None = None, num_classes: int | None = None
 ) -> Array:
   """A rank-1 ([size]) integer label vector; with num_classes, in [0, C) if concrete."""
-  try:
-    labels = jnp.asarray(labels)
-  except TypeError as e:
-    raise TypeError(f"{name} must be an array, got {type(labels).__name__}") from e
-  if not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise TypeError(
-        f"{name} must have an integer dtype, got {labels.dtype} (shape "
-        f"{labels.shape}); cast class ids with .astype(jnp.int32)"
-    )
+  labels = _array(
+      name, labels, jnp.integer, "an integer",
+      "; cast class ids with .astype(jnp.int32)",
+  )
   if size is None and labels.ndim != 1:
     raise ValueError(f"{name} must have rank 1, got shape {labels.shape}")
   if size is not None and labels.shape != (size,):
@@ -134,6 +135,13 @@ def score_mask(name: str, mask, scores: Array, scores_name: str) -> Array:
         f"{name} has shape {mask.shape}, which does not broadcast to "
         f"{scores_name}'s shape {scores.shape}"
     ) from e
+
+
+def flag(name: str, value) -> bool:
+  """A Python bool option (it selects the computation, so it cannot be traced)."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name} must be a Python bool, got {value!r}")
+  return bool(value)
 
 
 def chunk_size_arg(chunk_size) -> int | None:

@@ -158,6 +158,7 @@ def circle_loss(
     Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
     Optimization", CVPR 2020, Eq. 6–8.
   """
+  grad_through_alpha = _checks.flag("grad_through_alpha", grad_through_alpha)
   sp, sn, sp_mask, sn_mask = _similarity_sets(sp, sn, sp_mask, sn_mask, margin, gamma)
   return _circle_loss(sp, sn, sp_mask, sn_mask, margin, gamma, grad_through_alpha)
 
@@ -234,6 +235,7 @@ def circle_loss_grads(
     Sun et al., CVPR 2020, Eq. 9–10 (arXiv:2002.10857v2; v1 had a sign error in
     Eq. 10).
   """
+  grad_through_alpha = _checks.flag("grad_through_alpha", grad_through_alpha)
   sp_in, sn_in = jnp.shape(sp), jnp.shape(sn)
   sp, sn, sp_mask, sn_mask = _similarity_sets(sp, sn, sp_mask, sn_mask, margin, gamma)
   return _circle_loss_grads(

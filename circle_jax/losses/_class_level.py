@@ -154,6 +154,7 @@ def class_circle_loss(
   _checks.hyperparameter("margin", margin)
   _checks.hyperparameter("gamma", gamma, positive=True)
   chunk_size = _checks.chunk_size_arg(chunk_size)
+  grad_through_alpha = _checks.flag("grad_through_alpha", grad_through_alpha)
   return _class_circle_loss(x, w, labels, margin, gamma, chunk_size, grad_through_alpha)
 
 

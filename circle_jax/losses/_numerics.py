@@ -72,11 +72,28 @@ def lse_finalize(state: LSEState) -> tuple[Array, Array]:
 
 
 def masked_logsumexp(x: Array, mask: Array) -> tuple[Array, Array]:
-  """log Σ_j exp(x[..., j]) over entries with mask True, along the last axis.
+  r"""log Σ_j exp(x[..., j]) over entries with mask True, along the last axis.
 
-  Returns (lse, nonempty). Rows without a valid entry give lse = 0 and
-  nonempty = False; their gradient is exactly zero. The max is taken over valid
-  entries only, so valid terms never underflow because of masked ones.
+  .. math::  \mathrm{LSE}(x) = \max_v x + \log \sum_{j\,\mathrm{valid}} e^{x_j - \max_v x}
+
+  Args:
+    x: [..., N] float values.
+    mask: boolean, broadcastable to x; True marks valid entries.
+
+  Returns:
+    (lse, nonempty), each of shape x.shape[:-1]. Rows without a valid entry give
+    lse = 0 and nonempty = False, and their gradient is exactly zero. The max is
+    taken over valid entries only, so valid terms never underflow because of
+    masked ones, and masked entries may hold NaN or inf.
+
+  Example:
+    >>> import jax.numpy as jnp, numpy as np
+    >>> from circle_jax.losses import masked_logsumexp
+    >>> x = jnp.array([[1000.0, 1.0, 2.0], [jnp.nan, 0.0, 0.0]])
+    >>> mask = jnp.array([[False, True, True], [False, False, False]])
+    >>> lse, nonempty = masked_logsumexp(x, mask)
+    >>> print(np.asarray(lse).round(4), nonempty)
+    [2.3133 0.    ] [ True False]
   """
   mask = jnp.broadcast_to(mask, x.shape)
   state = lse_init(x.shape[:-1], x.dtype)
@@ -171,5 +188,14 @@ def scaled_inner_products(
 
 
 def cosine_similarity_matrix(x: Array, y: Array) -> Array:
-  """cos(x_b, y_c) for all pairs: [B, D] × [C, D] → [B, C] (zero rows give 0)."""
+  """cos(x_b, y_c) for all pairs: [B, D] × [C, D] → [B, C] (zero rows give 0).
+
+  Accumulates in float32 (or float64) and never forms a normalised copy of y.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from circle_jax.losses import cosine_similarity_matrix
+    >>> cosine_similarity_matrix(jnp.array([[3.0, 4.0]]), jnp.array([[1.0, 0.0], [0.0, 0.0]]))
+    Array([[0.6, 0. ]], dtype=float32)
+  """
   return scaled_inner_products(x, y, inverse_l2_norm(x), inverse_l2_norm(y))

@@ -152,6 +152,7 @@ def batch_all_triplet_loss(
   """
   _checks.hyperparameter("margin", margin, nonnegative=True)
   _checks.one_of("metric", metric, _METRICS)
+  nonzero_only = _checks.flag("nonzero_only", nonzero_only)
   return _batch_all_triplet_loss(
       *_batch_inputs(embeddings, labels), margin, metric, nonzero_only
   )
@@ -256,6 +257,7 @@ def npair_loss(
     Objective", NeurIPS 2016, Eq. 6.
   """
   _checks.hyperparameter("scale", scale, positive=True)
+  normalize = _checks.flag("normalize", normalize)
   return _npair_loss(*_batch_inputs(embeddings, labels), normalize, scale)
 
 

@@ -149,6 +149,7 @@ def pairwise_circle_loss(
   _checks.hyperparameter("margin", margin)
   _checks.hyperparameter("gamma", gamma, positive=True)
   chunk_size = _checks.chunk_size_arg(chunk_size)
+  grad_through_alpha = _checks.flag("grad_through_alpha", grad_through_alpha)
   return _pairwise_circle_loss(
       x, labels, ref, ref_labels, margin, gamma, is_self, chunk_size, grad_through_alpha
   )

@@ -243,6 +243,7 @@ def arcface_loss(
   if m is not None and float(m) >= math.pi / 2:
     raise ValueError(f"margin must be < π/2 radians, got {float(m)}")
   x, w, labels = _scaled_cosine_inputs(embeddings, class_weights, labels, gamma)
+  easy_margin = _checks.flag("easy_margin", easy_margin)
   return _arcface_loss(x, w, labels, margin, gamma, easy_margin)
 
 

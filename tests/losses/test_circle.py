@@ -412,6 +412,13 @@ def test_bad_input(fn, kwargs, error, match):
     fn(args.pop("sp"), args.pop("sn"), **args)
 
 
+@pytest.mark.parametrize("fn", [circle_loss, circle_loss_grads])
+def test_grad_through_alpha_must_be_a_python_bool(fn):
+  with pytest.raises(TypeError, match="grad_through_alpha must be a Python bool"):
+    fn(jnp.ones((1, 2)), jnp.ones((1, 2)), margin=0.25, gamma=8.0,
+       grad_through_alpha=jnp.array(True))
+
+
 def test_bad_hyperparameters_are_caught_at_trace_time():
   f = jax.jit(lambda a, b: circle_loss(a, b, gamma=-3.0))
   with pytest.raises(ValueError, match="gamma"):

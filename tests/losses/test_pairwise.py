@@ -233,6 +233,8 @@ def test_pair_masks_and_valid_anchors():
         (lambda x, y: pairwise_circle_loss(x, y, chunk_size=0), ValueError, "chunk_size"),
         (lambda x, y: pairwise_circle_loss(x, y, chunk_size=2.5), TypeError, "chunk_size"),
         (lambda x, y: pair_masks(y[:, None]), ValueError, "labels must have rank 1"),
+        (lambda x, y: pairwise_circle_loss(x, y, grad_through_alpha="yes"), TypeError,
+         "grad_through_alpha must be a Python bool"),
     ],
 )
 def test_bad_input(call, error, match):

@@ -162,7 +162,7 @@ def _pairwise_circle_loss(
   kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
   x_inv = _numerics.inverse_l2_norm(x)
   ref_inv = _numerics.inverse_l2_norm(ref)
-  dtype = x_inv.dtype
+  dtype = _numerics.compute_dtype(x.dtype, ref.dtype)
 
   def chunk(start, size):
     block = lax.dynamic_slice_in_dim(ref, start, size)

@@ -1,0 +1,75 @@
+"""The public API contract of ../shared/DESIGN.md: names, signatures, re-exports."""
+
+import inspect
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import circle_jax
+from circle_jax import losses
+
+EMPTY = inspect.Parameter.empty
+
+# name → (positional parameters, {keyword-only parameter: default})
+CONTRACT = {
+    "circle_loss": (("sp", "sn"), dict(margin=0.25, gamma=256.0, sp_mask=None, sn_mask=None)),
+    "circle_loss_grads": (("sp", "sn"), dict(margin=EMPTY, gamma=EMPTY, sp_mask=None, sn_mask=None)),
+    "unified_loss": (("sp", "sn"), dict(margin=EMPTY, gamma=EMPTY, sp_mask=None, sn_mask=None)),
+    "pairwise_circle_loss": (
+        ("embeddings", "labels"),
+        dict(margin=0.4, gamma=80.0, ref_embeddings=None, ref_labels=None, chunk_size=None),
+    ),
+    "class_circle_loss": (
+        ("embeddings", "class_weights", "labels"),
+        dict(margin=0.25, gamma=256.0, chunk_size=None),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACT))
+def test_contract_signature(name):
+  positional, keywords = CONTRACT[name]
+  fn = getattr(losses, name)
+  assert getattr(circle_jax, name) is fn
+  params = inspect.signature(fn).parameters
+  got_positional = tuple(
+      p.name for p in params.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+  )
+  assert got_positional == positional
+  for key, default in keywords.items():
+    assert params[key].kind is inspect.Parameter.KEYWORD_ONLY, key
+    assert params[key].default == default or params[key].default is default, key
+  # Anything beyond the contract is an optional keyword-only extra.
+  for p in params.values():
+    if p.name not in positional:
+      assert p.kind is inspect.Parameter.KEYWORD_ONLY and (
+          p.name in keywords or p.default is not EMPTY), p.name
+
+
+def test_every_export_is_public_and_documented():
+  for name in losses.__all__:
+    fn = getattr(losses, name)
+    assert getattr(circle_jax, name) is fn
+    doc = inspect.getdoc(fn) or ""
+    assert "Example:" in doc or name == "am_softmax_loss", name
+  assert set(losses.__all__) <= set(circle_jax.__all__)
+
+
+def test_losses_return_jax_arrays_per_example():
+  x, y = jnp.ones((3, 4)), jnp.array([0, 0, 1])
+  assert isinstance(circle_jax.pairwise_circle_loss(x, y), jax.Array)
+  assert circle_jax.class_circle_loss(x, jnp.eye(2, 4), y).shape == (3,)
+  assert circle_jax.circle_loss(jnp.ones((2, 3)), jnp.ones((2, 1))).shape == (2,)
+
+
+def test_losses_import_nothing_heavier_than_jax():
+  code = (
+      "import sys, circle_jax; "
+      "heavy = {'flax', 'optax', 'tensorflow', 'torch', 'tensorflow_datasets'} & set(sys.modules); "
+      "print(sorted(heavy))"
+  )
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]"

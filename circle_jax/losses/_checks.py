@@ -62,7 +62,31 @@ def embedding_matrix(name: str, x, dim: int | None = None) -> Array:
         f"{name} has feature dimension {x.shape[1]} (shape {x.shape}) but the "
         f"embeddings have {dim}"
     )
+  return all_finite(name, x)
+
+
+def all_finite(name: str, x: Array, mask: Array | None = None) -> Array:
+  """Raises if x (where mask is True) holds NaN or inf, when x is concrete.
+
+  The reduction runs on x's device and only one boolean comes back, so eager
+  calls on large class-weight matrices stay cheap. Under `jit` values are
+  unknown: a NaN input then gives NaN losses, as arithmetic does.
+  """
+  if isinstance(x, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+    return x
+  try:
+    bad = int(_count_nonfinite(x, mask))
+  except jax.errors.ConcretizationTypeError:
+    return x  # a constant inside a trace: its check would be staged, not run
+  if bad:
+    raise ValueError(f"{name} contains {bad} NaN or infinite value(s) (shape {x.shape})")
   return x
+
+
+@jax.jit
+def _count_nonfinite(x, mask):
+  bad = ~jnp.isfinite(x)
+  return jnp.sum(bad if mask is None else bad & mask)
 
 
 def integer_labels(

@@ -96,6 +96,8 @@ def _similarity_sets(sp, sn, sp_mask, sn_mask, margin, gamma):
   _checks.hyperparameter("gamma", gamma, positive=True)
   sp_mask = _checks.score_mask("sp_mask", sp_mask, sp, "sp")
   sn_mask = _checks.score_mask("sn_mask", sn_mask, sn, "sn")
+  _checks.all_finite("sp", sp, sp_mask)  # masked entries may hold any padding
+  _checks.all_finite("sn", sn, sn_mask)
   dtype = _numerics.compute_dtype(sp.dtype, sn.dtype)
   # Masked entries are replaced before any arithmetic, so a NaN or inf used as
   # padding can reach neither the value nor the gradient.

@@ -65,7 +65,9 @@ def lse_update(state: LSEState, x: Array, mask: Array) -> LSEState:
 
 def lse_finalize(state: LSEState) -> tuple[Array, Array]:
   """Returns (lse, nonempty); lse is 0 (with zero gradient) on empty rows."""
-  nonempty = state.sum > 0
+  # A valid entry contributes at least exp(0) = 1; `!= 0` (not `> 0`) lets a NaN
+  # sum through, so NaN inputs give NaN rather than a silently empty row.
+  nonempty = state.sum != 0
   shift = jnp.where(nonempty, state.max, 0.0)
   lse = shift + jnp.log(jnp.where(nonempty, state.sum, 1.0))
   return jnp.where(nonempty, lse, 0.0), nonempty

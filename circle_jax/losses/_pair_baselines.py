@@ -44,8 +44,8 @@ def _batch_pairs(x, labels, normalize: bool = True):
 
 def _safe_sqrt(x: Array) -> Array:
   """sqrt(max(x, 0)) with gradient 0 (not inf/NaN) at 0 — e.g. duplicate embeddings."""
-  positive = x > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+  zero = x <= 0  # False for NaN, which then propagates
+  return jnp.where(zero, 0.0, jnp.sqrt(jnp.where(zero, 1.0, x)))
 
 
 def _distances(s: Array, metric: str) -> Array:
@@ -56,6 +56,15 @@ def _distances(s: Array, metric: str) -> Array:
   if metric == "squared_euclidean":
     return jnp.maximum(squared, 0.0)
   return _safe_sqrt(squared)
+
+
+def _per_anchor(loss: Array, valid: Array, s: Array) -> Array:
+  """loss where the anchor is valid, else exactly 0; NaN for rows with a NaN similarity.
+
+  Mining, hinges and masks compare with False against NaN, which would turn a
+  NaN input into a plausible finite loss; this makes it visible instead.
+  """
+  return jnp.where(jnp.isnan(s).any(-1), jnp.nan, jnp.where(valid, loss, 0.0))
 
 
 def _masked_mean(x: Array, mask: Array, axis=-1) -> Array:
@@ -113,7 +122,7 @@ def _batch_hard_triplet_loss(x, labels, margin, metric):
   hardest_pos = jnp.max(jnp.where(pos, d, -jnp.inf), axis=-1)
   hardest_neg = jnp.min(jnp.where(neg, d, jnp.inf), axis=-1)
   gap = jnp.where(valid, hardest_pos - hardest_neg, 0.0)
-  return jnp.where(valid, jax.nn.relu(gap + margin), 0.0)
+  return _per_anchor(jax.nn.relu(gap + margin), valid, s)
 
 
 def batch_all_triplet_loss(
@@ -167,7 +176,7 @@ def _batch_all_triplet_loss(x, labels, margin, metric, nonzero_only):
   if nonzero_only:
     triplets = triplets & (hinge > 0)
   flat = lambda t: t.reshape(t.shape[0], -1)
-  return jnp.where(valid, _masked_mean(flat(hinge), flat(triplets)), 0.0)
+  return _per_anchor(_masked_mean(flat(hinge), flat(triplets)), valid, s)
 
 
 def contrastive_loss(
@@ -218,7 +227,7 @@ def _contrastive_loss(x, labels, pos_margin, neg_margin):
   d = _distances(s, "euclidean")
   pull = 0.5 * _masked_mean(jnp.square(jax.nn.relu(d - pos_margin)), pos)
   push = 0.5 * _masked_mean(jnp.square(jax.nn.relu(neg_margin - d)), neg)
-  return jnp.where(valid, pull + push, 0.0)
+  return _per_anchor(pull + push, valid, s)
 
 
 def npair_loss(
@@ -267,7 +276,7 @@ def _npair_loss(x, labels, normalize, scale):
   s = scale * s
   lse_neg, _ = _numerics.masked_logsumexp(s, neg)
   per_pair = jax.nn.softplus(jnp.where(valid[:, None], lse_neg[:, None] - s, 0.0))
-  return jnp.where(valid, _masked_mean(per_pair, pos), 0.0)
+  return _per_anchor(_masked_mean(per_pair, pos), valid, s)
 
 
 def lifted_structure_loss(
@@ -318,7 +327,7 @@ def _lifted_structure_loss(x, labels, margin):
   lse, _ = _numerics.masked_logsumexp(margin - d, neg)  # empty sets only on invalid rows
   j = jnp.logaddexp(lse[:, None], lse[None, :]) + d
   per_pair = jnp.square(jax.nn.relu(jnp.where(pos, j, 0.0)))
-  return jnp.where(valid, 0.5 * _masked_mean(per_pair, pos), 0.0)
+  return _per_anchor(0.5 * _masked_mean(per_pair, pos), valid, s)
 
 
 def multi_similarity_loss(
@@ -384,4 +393,4 @@ def _multi_similarity_loss(x, labels, alpha, beta, base, epsilon, mine):
   lse_n, ok_n = _numerics.masked_logsumexp(beta * (s - base), neg)
   keep = valid & ok_p & ok_n
   loss = jax.nn.softplus(lse_p) / alpha + jax.nn.softplus(lse_n) / beta
-  return jnp.where(keep, loss, 0.0)
+  return _per_anchor(loss, keep, s)

@@ -58,7 +58,7 @@ def softmax_loss(
   """
   x, w, labels = _class_level.class_inputs(embeddings, class_weights, labels)
   if bias is not None:
-    bias = _checks.float_array("bias", bias, ndim=1)
+    bias = _checks.all_finite("bias", _checks.float_array("bias", bias, ndim=1))
     if bias.shape != (w.shape[0],):
       raise ValueError(
           f"bias must have shape ({w.shape[0]},) to match class_weights "
@@ -190,8 +190,8 @@ am_softmax_loss = cosface_loss
 def _safe_sine(cos: Array) -> Array:
   """sin θ = sqrt(1 − cos²θ), with a finite (zero) gradient at |cos| = 1."""
   sq = 1.0 - jnp.square(cos)
-  positive = sq > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+  zero = sq <= 0  # False for NaN, which then propagates
+  return jnp.where(zero, 0.0, jnp.sqrt(jnp.where(zero, 1.0, sq)))
 
 
 def arcface_loss(

@@ -87,3 +87,34 @@ def test_compute_dtype(dtypes, want):
 
 def test_compute_dtype_float64(x64):
   assert _numerics.compute_dtype(jnp.float64) == jnp.float64
+
+
+def test_nan_inputs_are_named_when_concrete():
+  from circle_jax import circle_loss, class_circle_loss, pairwise_circle_loss
+  x, y = jnp.ones((3, 4)).at[1, 2].set(jnp.nan), jnp.array([0, 0, 1])
+  with pytest.raises(ValueError, match=r"embeddings contains 1 NaN or infinite value\(s\)"):
+    pairwise_circle_loss(x, y)
+  with pytest.raises(ValueError, match="class_weights contains"):
+    class_circle_loss(jnp.ones((3, 4)), jnp.eye(2, 4).at[0, 0].set(jnp.inf), y)
+  with pytest.raises(ValueError, match="sn contains"):
+    circle_loss(jnp.ones((1, 2)), jnp.array([[0.1, jnp.nan]]))
+  # Masked padding may hold anything; under jit a NaN input gives NaN, as arithmetic does.
+  circle_loss(jnp.ones((1, 2)), jnp.array([[0.1, jnp.nan]]), sn_mask=jnp.array([[True, False]]))
+  assert np.isnan(jax.jit(pairwise_circle_loss)(x, y)[0])
+
+
+def test_nan_inputs_propagate_under_jit():
+  """Traced NaN inputs cannot raise; they must not turn into plausible finite losses."""
+  import circle_jax as cj
+  x, y, w = jnp.ones((3, 4)).at[1, 2].set(jnp.nan), jnp.array([0, 0, 1]), jnp.eye(2, 4)
+  pair_losses = [cj.pairwise_circle_loss, cj.batch_hard_triplet_loss, cj.batch_all_triplet_loss,
+                 cj.contrastive_loss, cj.npair_loss, cj.lifted_structure_loss,
+                 cj.multi_similarity_loss]
+  for fn in pair_losses:
+    got = np.asarray(jax.jit(fn)(x, y))
+    assert np.isnan(got[0]) and np.isnan(got[1]), fn.__name__
+  class_losses = [cj.class_circle_loss, cj.softmax_loss, cj.normface_loss, cj.cosface_loss,
+                  cj.arcface_loss, cj.sphereface_loss]
+  for fn in class_losses:
+    got = np.asarray(jax.jit(fn)(x, w, y))
+    assert np.isnan(got[1]) and np.all(np.isfinite(got[[0, 2]])), fn.__name__

@@ -1,9 +1,16 @@
 """Shared fixtures: float64 scope, seeded numpy generators, hypothesis profile."""
 
-import jax
-import numpy as np
-import pytest
-from hypothesis import settings
+import os
+
+# Eight emulated CPU devices for the sharding tests; set before JAX starts its backend.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 # Every example compiles new shapes; deadlines would measure XLA, not the loss.
 settings.register_profile("circle_jax", deadline=None, max_examples=25, derandomize=True)

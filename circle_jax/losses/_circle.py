@@ -167,6 +167,7 @@ def circle_loss(
 
 @functools.partial(jax.jit, static_argnums=6)
 def _circle_loss(sp, sn, sp_mask, sn_mask, margin, gamma, grad_through_alpha):
+  margin, gamma = _numerics.as_dtype(sp.dtype, margin, gamma)
   kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
   lse_p, ok_p = _numerics.masked_logsumexp(
       circle_logits(sp, positive=True, **kw), sp_mask
@@ -249,6 +250,7 @@ def circle_loss_grads(
 def _circle_loss_grads(
     sp, sn, sp_mask, sn_mask, margin, gamma, grad_through_alpha, sp_in, sn_in
 ):
+  margin, gamma = _numerics.as_dtype(sp.dtype, margin, gamma)
   kw = dict(margin=margin, gamma=gamma)
   loss = _circle_loss(sp, sn, sp_mask, sn_mask, margin, gamma, False)
   z = -jnp.expm1(-loss)  # Z = 1 − exp(−L), accurate when L is small.
@@ -312,6 +314,7 @@ def unified_loss(
 
 @jax.jit
 def _unified_loss(sp, sn, sp_mask, sn_mask, margin, gamma):
+  margin, gamma = _numerics.as_dtype(sp.dtype, margin, gamma)
   lse_p, ok_p = _numerics.masked_logsumexp(-gamma * sp, sp_mask)
   lse_n, ok_n = _numerics.masked_logsumexp(gamma * (sn + margin), sn_mask)
   return softplus_of_sum(lse_p, ok_p, lse_n, ok_n)

@@ -133,8 +133,8 @@ def class_circle_loss(
     gamma: γ > 0 (paper: 256 face recognition, 128 re-ID).
     chunk_size: None for the dense [B, C] logits; an int streams over classes in
       blocks of that many (memory O(B·chunk_size), same values and gradients).
-    grad_through_alpha: differentiate through α instead of treating it as a
-      constant (the paper's choice, default).
+    grad_through_alpha: if False (default, the paper's choice), α is a constant
+      in the backward pass; if True, gradients also flow through α.
 
   Returns:
     [B] per-example losses; with C = 1 (no negative class) every loss is 0.
@@ -160,6 +160,8 @@ def class_circle_loss(
 
 @functools.partial(jax.jit, static_argnums=(5, 6))
 def _class_circle_loss(x, w, labels, margin, gamma, chunk_size, grad_through_alpha):
+  dtype = _numerics.compute_dtype(x.dtype, w.dtype)
+  margin, gamma = _numerics.as_dtype(dtype, margin, gamma)
   kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
   return proxy_cross_entropy(
       x,

@@ -15,8 +15,7 @@ from jax import lax
 
 Array = jax.Array
 
-# Floor on the squared norm in `safe_l2_normalize`: x / max(|x|, 1e-12), as torch's
-# F.normalize does, so a zero vector maps to zero with a finite gradient.
+# Vectors shorter than this are treated as zero vectors (no direction).
 _NORM_EPS = 1e-12
 
 
@@ -27,6 +26,12 @@ def compute_dtype(*dtypes) -> jnp.dtype:
   lose the loss entirely at large γ); float64 stays float64.
   """
   return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
+
+
+def as_dtype(dtype, *scalars) -> tuple[Array, ...]:
+  """Hyper-parameters in the compute dtype, so a float64 γ (e.g. vmapped under x64)
+  does not silently promote a float32 loss."""
+  return tuple(jnp.asarray(v, dtype) for v in scalars)
 
 
 class LSEState(NamedTuple):
@@ -96,6 +101,10 @@ def masked_logsumexp(x: Array, mask: Array) -> tuple[Array, Array]:
     >>> lse, nonempty = masked_logsumexp(x, mask)
     >>> print(np.asarray(lse).round(4), nonempty)
     [2.3133 0.    ] [ True False]
+
+  References:
+    The max-over-valid-entries rule fixes pytorch-metric-learning issue #173
+    (Circle loss stuck at 0 for γ = 256, m = 0.25).
   """
   mask = jnp.broadcast_to(mask, x.shape)
   state = lse_init(x.shape[:-1], x.dtype)
@@ -139,28 +148,45 @@ def streamed_row_lse(
     states = fold(states, 0, num_cols)
   else:
     num_full = num_cols // chunk_size
+    # The first chunk is folded outside the scan, so the carry entering the scan
+    # already has the dtype and the device-variance (under shard_map) of the
+    # chunk values; a freshly made constant carry would have neither.
+    states = fold(states, 0, chunk_size)
 
     @jax.checkpoint
     def body(carry, index):
       return fold(carry, index * chunk_size, chunk_size), None
 
-    states, _ = lax.scan(body, states, jnp.arange(num_full))
+    states, _ = lax.scan(body, states, jnp.arange(1, num_full))
     remainder = num_cols - num_full * chunk_size
     if remainder:
       states = fold(states, num_full * chunk_size, remainder)
   return [lse_finalize(s) for s in states]
 
 
-def safe_l2_normalize(x: Array, axis: int = -1) -> Array:
-  """x / max(‖x‖, 1e-12): zero vectors map to 0 with a finite gradient."""
-  return x * inverse_l2_norm(x, axis=axis, keepdims=True)
+def _squared_norm(x: Array, axis: int, keepdims: bool) -> tuple[Array, Array]:
+  """(‖x‖² in at least float32, whether x counts as a direction at all)."""
+  dtype = compute_dtype(x.dtype)
+  squared = jnp.sum(jnp.square(x.astype(dtype)), axis=axis, keepdims=keepdims)
+  return squared, squared > _NORM_EPS**2
 
 
 def inverse_l2_norm(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
-  """1 / max(‖x‖, 1e-12) in at least float32, without a NaN gradient at x = 0."""
-  dtype = compute_dtype(x.dtype)
-  squared = jnp.sum(jnp.square(x.astype(dtype)), axis=axis, keepdims=keepdims)
-  return lax.rsqrt(jnp.maximum(squared, _NORM_EPS**2))
+  """1/‖x‖ in at least float32; 0 (with a zero gradient) for ‖x‖ ≤ 1e-12.
+
+  A zero vector has no direction: it gets cosine 0 to everything and no
+  gradient, rather than torch's x/1e-12, whose ~1e12-scale gradient overflows
+  half precision and wrecks the first optimiser step. The double `where` keeps
+  the unused rsqrt branch out of the gradient.
+  """
+  squared, nonzero = _squared_norm(x, axis, keepdims)
+  return jnp.where(nonzero, lax.rsqrt(jnp.where(nonzero, squared, 1.0)), 0.0)
+
+
+def l2_norm(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
+  """‖x‖ in at least float32; 0 with a zero gradient (not NaN) at x = 0."""
+  squared, nonzero = _squared_norm(x, axis, keepdims)
+  return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, squared, 1.0)), 0.0)
 
 
 def scaled_inner_products(
@@ -193,6 +219,12 @@ def cosine_similarity_matrix(x: Array, y: Array) -> Array:
   """cos(x_b, y_c) for all pairs: [B, D] × [C, D] → [B, C] (zero rows give 0).
 
   Accumulates in float32 (or float64) and never forms a normalised copy of y.
+
+  Args:
+    x: [B, D] float rows; y: [C, D] float rows.
+
+  Returns:
+    [B, C] cosine similarities in the compute dtype (at least float32).
 
   Example:
     >>> import jax.numpy as jnp

@@ -52,6 +52,13 @@ def pair_masks(
   Without a reference set the batch is its own reference and the self-pairs
   (the diagonal) are not positives.
 
+  Args:
+    labels: [B] integer labels of the anchors.
+    ref_labels: optional [N] integer labels of a reference set.
+
+  Returns:
+    (pos, neg), boolean [B, N] (N = B without a reference set).
+
   Example:
     >>> import jax.numpy as jnp
     >>> from circle_jax.losses import pair_masks
@@ -75,6 +82,14 @@ def valid_anchor_mask(
   Every pair-wise loss here gives exactly 0 to the other anchors, so the mean over
   the anchors that carry a loss is ``loss.sum() / valid_anchor_mask(labels).sum()``
   (use ``jnp.maximum(…, 1)`` for batches that may have none).
+
+  Args:
+    labels: [B] integer labels of the anchors.
+    ref_labels: optional [N] integer labels of a reference set (as passed to
+      ``pairwise_circle_loss``).
+
+  Returns:
+    [B] boolean mask.
 
   Example:
     >>> import jax.numpy as jnp
@@ -159,10 +174,11 @@ def pairwise_circle_loss(
 def _pairwise_circle_loss(
     x, labels, ref, ref_labels, margin, gamma, is_self, chunk_size, grad_through_alpha
 ):
+  dtype = _numerics.compute_dtype(x.dtype, ref.dtype)
+  margin, gamma = _numerics.as_dtype(dtype, margin, gamma)
   kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
   x_inv = _numerics.inverse_l2_norm(x)
   ref_inv = _numerics.inverse_l2_norm(ref)
-  dtype = _numerics.compute_dtype(x.dtype, ref.dtype)
 
   def chunk(start, size):
     block = lax.dynamic_slice_in_dim(ref, start, size)

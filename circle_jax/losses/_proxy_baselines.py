@@ -323,7 +323,7 @@ def sphereface_loss(
 
 @functools.partial(jax.jit, static_argnums=3)
 def _sphereface_loss(x, w, labels, margin, annealing_lambda):
-  norm = 1.0 / _numerics.inverse_l2_norm(x)
+  norm = _numerics.l2_norm(x)
 
   def target(s):
     s = jnp.clip(s, -1.0, 1.0)

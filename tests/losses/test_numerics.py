@@ -64,11 +64,18 @@ def test_streamed_lse_equals_dense(x64, rng, chunk_size):
   np.testing.assert_array_equal(ok, want_ok)
 
 
-def test_safe_normalize_at_zero():
-  x = jnp.array([[0.0, 0.0], [3.0, 4.0]])
-  chex.assert_trees_all_close(_numerics.safe_l2_normalize(x), jnp.array([[0.0, 0.0], [0.6, 0.8]]))
-  grad = jax.grad(lambda v: _numerics.safe_l2_normalize(v).sum())(x)
-  assert np.all(np.isfinite(grad))
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+def test_zero_vectors_have_no_direction_and_zero_gradient(dtype):
+  x = jnp.array([[0.0, 0.0], [3.0, 4.0]], dtype)
+  unit = lambda v: v * _numerics.inverse_l2_norm(v, keepdims=True)
+  chex.assert_trees_all_close(unit(x), jnp.array([[0.0, 0.0], [0.6, 0.8]]), atol=1e-3)
+  grad = jax.grad(lambda v: (unit(v) * jnp.array([1.0, 2.0])).sum())(x)
+  chex.assert_trees_all_equal(grad[0], jnp.zeros(2, dtype))
+  # d/dx of x̂·c at x = (3, 4): (c − (x̂·c)x̂)/‖x‖
+  chex.assert_trees_all_close(grad[1].astype(jnp.float32), jnp.array([-0.064, 0.048]), atol=2e-3)
+  norm, norm_grad = jax.value_and_grad(lambda v: _numerics.l2_norm(v).sum())(x)
+  assert float(norm) == pytest.approx(5.0, rel=1e-3)
+  chex.assert_trees_all_equal(norm_grad[0], jnp.zeros(2, dtype))
 
 
 def test_cosine_similarity_matrix(x64, rng):

@@ -142,10 +142,14 @@ def hyperparameter(
   return value
 
 
-def score_mask(name: str, mask, scores: Array, scores_name: str) -> Array:
-  """A boolean mask broadcastable to `scores`' shape (all True when None)."""
+def score_mask(name: str, mask, scores: Array, scores_name: str) -> tuple[Array, Array]:
+  """(scores, mask) broadcast together; the mask is all True when None.
+
+  The mask may add leading (batch) axes — one shared set of scores masked
+  differently per row — but not change the set axis.
+  """
   if mask is None:
-    return jnp.ones(scores.shape, bool)
+    return scores, jnp.ones(scores.shape, bool)
   mask = jnp.asarray(mask)
   if mask.dtype != jnp.bool_:
     raise TypeError(
@@ -153,12 +157,15 @@ def score_mask(name: str, mask, scores: Array, scores_name: str) -> Array:
         f"got dtype {mask.dtype}"
     )
   try:
-    return jnp.broadcast_to(mask, scores.shape)
-  except ValueError as e:
+    shape = jnp.broadcast_shapes(scores.shape, mask.shape)
+  except ValueError:
+    shape = None
+  if shape is None or shape[-1] != scores.shape[-1]:
     raise ValueError(
         f"{name} has shape {mask.shape}, which does not broadcast to "
         f"{scores_name}'s shape {scores.shape}"
-    ) from e
+    )
+  return jnp.broadcast_to(scores, shape), jnp.broadcast_to(mask, shape)
 
 
 def flag(name: str, value) -> bool:

@@ -85,17 +85,17 @@ def _similarity_sets(sp, sn, sp_mask, sn_mask, margin, gamma):
         f"sp and sn must have a trailing set axis ([..., K] and [..., L]), got "
         f"shapes {sp.shape} and {sn.shape}"
     )
+  _checks.hyperparameter("margin", margin)
+  _checks.hyperparameter("gamma", gamma, positive=True)
+  sp, sp_mask = _checks.score_mask("sp_mask", sp_mask, sp, "sp")
+  sn, sn_mask = _checks.score_mask("sn_mask", sn_mask, sn, "sn")
   try:
     jnp.broadcast_shapes(sp.shape[:-1], sn.shape[:-1])
   except ValueError as e:
     raise ValueError(
         f"sp and sn must share their leading (batch) shape: sp {sp.shape} "
-        f"[..., K] and sn {sn.shape} [..., L] do not broadcast"
+        f"[..., K] and sn {sn.shape} [..., L] (with their masks) do not broadcast"
     ) from e
-  _checks.hyperparameter("margin", margin)
-  _checks.hyperparameter("gamma", gamma, positive=True)
-  sp_mask = _checks.score_mask("sp_mask", sp_mask, sp, "sp")
-  sn_mask = _checks.score_mask("sn_mask", sn_mask, sn, "sn")
   _checks.all_finite("sp", sp, sp_mask)  # masked entries may hold any padding
   _checks.all_finite("sn", sn, sn_mask)
   dtype = _numerics.compute_dtype(sp.dtype, sn.dtype)
@@ -137,8 +137,9 @@ def circle_loss(
       with sp's.
     margin: relaxation m (paper: 0.25 face/re-ID, 0.4 fine-grained).
     gamma: scale γ > 0 (paper: 256 face, 128 re-ID, 80 fine-grained).
-    sp_mask: optional boolean mask, broadcastable to sp, True at valid entries.
-    sn_mask: optional boolean mask, broadcastable to sn.
+    sp_mask: optional boolean mask, True at valid entries; broadcast with sp
+      (it may add leading axes: one set of scores masked per row).
+    sn_mask: optional boolean mask, broadcast with sn likewise.
     grad_through_alpha: if False (the paper, pytorch-metric-learning, fast-reid),
       the weights α are constants in the backward pass; if True, gradients also
       flow through α (Keras 3 `keras.losses.Circle`, TF-Similarity). Values are

@@ -423,3 +423,19 @@ def test_bad_hyperparameters_are_caught_at_trace_time():
   f = jax.jit(lambda a, b: circle_loss(a, b, gamma=-3.0))
   with pytest.raises(ValueError, match="gamma"):
     f(jnp.ones((1, 2)), jnp.ones((1, 2)))
+
+
+def test_masks_may_add_leading_axes(x64, rng):
+  """One shared set of scores, masked differently per row."""
+  sp, sn = rng.uniform(0, 1, 4), rng.uniform(-0.5, 0.5, 5)
+  sp_mask = rng.random((3, 4)) < 0.6
+  sn_mask = rng.random((3, 5)) < 0.6
+  got = circle_loss(sp, sn, margin=0.25, gamma=32.0, sp_mask=sp_mask, sn_mask=sn_mask)
+  chex.assert_shape(got, (3,))
+  want = [np_circle(sp, sn, 0.25, 32.0, sp_mask[b], sn_mask[b]) for b in range(3)]
+  np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
+  closed = circle_loss_grads(sp, sn, margin=0.25, gamma=32.0, sp_mask=sp_mask, sn_mask=sn_mask)
+  auto = jax.grad(lambda a, b: circle_loss(a, b, margin=0.25, gamma=32.0, sp_mask=sp_mask,
+                                           sn_mask=sn_mask).sum(), argnums=(0, 1))(sp, sn)
+  chex.assert_shape(closed, ((4,), (5,)))
+  chex.assert_trees_all_close(closed, auto, rtol=1e-10, atol=1e-12)

@@ -63,74 +63,73 @@ def np_dist(u, v, metric):
   return math.sqrt(squared)
 
 
-def ref_batch_hard(x, labels, margin=0.2, metric="euclidean"):
-  u = np_unit(x)
+def per_anchor(labels, anchor_loss):
+  """anchor_loss(a, positives, negatives) for anchors that have both; exactly 0 elsewhere."""
   out = np.zeros(len(labels))
   for a in range(len(labels)):
     pos, neg = np_partition(labels, a)
-    if not pos or not neg:
-      continue
+    if pos and neg:
+      out[a] = anchor_loss(a, pos, neg)
+  return out
+
+
+def ref_batch_hard(x, labels, margin=0.2, metric="euclidean"):
+  u = np_unit(x)
+
+  def anchor(a, pos, neg):
     hardest_pos = max(np_dist(u[a], u[p], metric) for p in pos)
     hardest_neg = min(np_dist(u[a], u[n], metric) for n in neg)
-    out[a] = max(hardest_pos - hardest_neg + margin, 0.0)
-  return out
+    return max(hardest_pos - hardest_neg + margin, 0.0)
+
+  return per_anchor(labels, anchor)
 
 
 def ref_batch_all(x, labels, margin=0.2, metric="euclidean", nonzero_only=True):
   u = np_unit(x)
-  out = np.zeros(len(labels))
-  for a in range(len(labels)):
-    pos, neg = np_partition(labels, a)
-    if not pos or not neg:
-      continue
+
+  def anchor(a, pos, neg):
     hinges = []
     for p in pos:
       for n in neg:
         h = max(np_dist(u[a], u[p], metric) - np_dist(u[a], u[n], metric) + margin, 0.0)
         if h > 0 or not nonzero_only:
           hinges.append(h)
-    out[a] = sum(hinges) / len(hinges) if hinges else 0.0
-  return out
+    return sum(hinges) / len(hinges) if hinges else 0.0
+
+  return per_anchor(labels, anchor)
 
 
 def ref_contrastive(x, labels, pos_margin=0.0, neg_margin=1.0):
   u = np_unit(x)
-  out = np.zeros(len(labels))
-  for a in range(len(labels)):
-    pos, neg = np_partition(labels, a)
-    if not pos or not neg:
-      continue
+
+  def anchor(a, pos, neg):
     pull = sum(max(np_dist(u[a], u[p], "euclidean") - pos_margin, 0.0) ** 2 for p in pos)
     push = sum(max(neg_margin - np_dist(u[a], u[n], "euclidean"), 0.0) ** 2 for n in neg)
-    out[a] = 0.5 * pull / len(pos) + 0.5 * push / len(neg)
-  return out
+    return 0.5 * pull / len(pos) + 0.5 * push / len(neg)
+
+  return per_anchor(labels, anchor)
 
 
 def ref_npair(x, labels, normalize=False, scale=1.0):
   f = np_unit(x) if normalize else np.asarray(x, np.float64)
-  out = np.zeros(len(labels))
-  for a in range(len(labels)):
-    pos, neg = np_partition(labels, a)
-    if not pos or not neg:
-      continue
+
+  def anchor(a, pos, neg):
     total = 0.0
     for p in pos:
       inner = sum(
           math.exp(scale * (float(f[a] @ f[n]) - float(f[a] @ f[p]))) for n in neg
       )
       total += math.log(1.0 + inner)
-    out[a] = total / len(pos)
-  return out
+    return total / len(pos)
+
+  return per_anchor(labels, anchor)
 
 
 def ref_lifted(x, labels, margin=1.0):
   u = np_unit(x)
   big_d = lambda i, j: np_dist(u[i], u[j], "euclidean")
-  out = np.zeros(len(labels))
-  for i in range(len(labels)):
-    pos, neg = np_partition(labels, i)
-    if not pos or not neg:
-      continue
+
+  def anchor(i, pos, neg):
     total = 0.0
     for j in pos:
       _, neg_j = np_partition(labels, j)
@@ -138,17 +137,15 @@ def ref_lifted(x, labels, margin=1.0):
       inner += sum(math.exp(margin - big_d(j, l)) for l in neg_j)
       j_ij = math.log(inner) + big_d(i, j)
       total += max(j_ij, 0.0) ** 2
-    out[i] = total / (2 * len(pos))
-  return out
+    return total / (2 * len(pos))
+
+  return per_anchor(labels, anchor)
 
 
 def ref_multi_similarity(x, labels, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1):
   u = np_unit(x)
-  out = np.zeros(len(labels))
-  for a in range(len(labels)):
-    pos, neg = np_partition(labels, a)
-    if not pos or not neg:
-      continue
+
+  def anchor(a, pos, neg):
     s = lambda j: float(u[a] @ u[j])
     if epsilon is not None:
       min_pos = min(s(p) for p in pos)
@@ -158,12 +155,13 @@ def ref_multi_similarity(x, labels, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1)
           [n for n in neg if s(n) + epsilon > min_pos],
       )
     if not pos or not neg:
-      continue
-    out[a] = (
+      return 0.0
+    return (
         math.log(1.0 + sum(math.exp(-alpha * (s(p) - base)) for p in pos)) / alpha
         + math.log(1.0 + sum(math.exp(beta * (s(n) - base)) for n in neg)) / beta
     )
-  return out
+
+  return per_anchor(labels, anchor)
 
 
 LOSSES = {

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from circle_jax.losses import _checks
+
 Array = jax.Array
 
 # Vectors shorter than this are treated as zero vectors (no direction).
@@ -84,11 +86,11 @@ def masked_logsumexp(x: Array, mask: Array) -> tuple[Array, Array]:
   .. math::  \mathrm{LSE}(x) = \max_v x + \log \sum_{j\,\mathrm{valid}} e^{x_j - \max_v x}
 
   Args:
-    x: [..., N] float values.
-    mask: boolean, broadcastable to x; True marks valid entries.
+    x: [..., N] float values (half precision is computed in float32).
+    mask: boolean, broadcast with x; True marks valid entries.
 
   Returns:
-    (lse, nonempty), each of shape x.shape[:-1]. Rows without a valid entry give
+    (lse, nonempty), each of shape x.shape[:-1] (broadcast with the mask's). Rows without a valid entry give
     lse = 0 and nonempty = False, and their gradient is exactly zero. The max is
     taken over valid entries only, so valid terms never underflow because of
     masked ones, and masked entries may hold NaN or inf.
@@ -106,7 +108,10 @@ def masked_logsumexp(x: Array, mask: Array) -> tuple[Array, Array]:
     The max-over-valid-entries rule fixes pytorch-metric-learning issue #173
     (Circle loss stuck at 0 for γ = 256, m = 0.25).
   """
-  mask = jnp.broadcast_to(mask, x.shape)
+  x = _checks.float_array("x", x)
+  if x.ndim == 0:
+    raise ValueError("x must have at least one axis to reduce, got a scalar")
+  x, mask = _checks.score_mask("mask", mask, x.astype(compute_dtype(x.dtype)), "x")
   state = lse_init(x.shape[:-1], x.dtype)
   return lse_finalize(lse_update(state, x, mask))
 

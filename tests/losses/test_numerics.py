@@ -125,3 +125,15 @@ def test_nan_inputs_propagate_under_jit():
   for fn in class_losses:
     got = np.asarray(jax.jit(fn)(x, w, y))
     assert np.isnan(got[1]) and np.all(np.isfinite(got[[0, 2]])), fn.__name__
+
+
+def test_masked_logsumexp_bad_input_and_half_precision():
+  with pytest.raises(TypeError, match="x must have a floating dtype"):
+    masked_logsumexp(jnp.ones(3, jnp.int32), jnp.ones(3, bool))
+  with pytest.raises(TypeError, match="mask must be a boolean"):
+    masked_logsumexp(jnp.ones(3), jnp.ones(3))
+  with pytest.raises(ValueError, match="mask has shape"):
+    masked_logsumexp(jnp.ones(3), jnp.ones(4, bool))
+  lse, ok = masked_logsumexp(jnp.full((2, 300), 60.0, jnp.bfloat16), jnp.ones((2, 300), bool))
+  assert lse.dtype == jnp.float32 and bool(ok.all())
+  np.testing.assert_allclose(lse, 60.0 + np.log(300.0), rtol=1e-6)

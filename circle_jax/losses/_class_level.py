@@ -64,13 +64,7 @@ def proxy_cross_entropy(
   dtype = _numerics.compute_dtype(x.dtype, w.dtype)
 
   # Target similarity from the gathered rows w_y: a [B, D] gather, not a [B, C] pass.
-  operand = jnp.promote_types(x.dtype, w.dtype)
-  s_target = jnp.einsum(
-      "bd,bd->b",
-      x.astype(operand),
-      w[labels].astype(operand),
-      preferred_element_type=dtype,
-  ).astype(dtype)
+  s_target = _numerics.rowwise_inner_products(x, w[labels])
   if x_inv is not None:
     s_target = s_target * x_inv
   if w_inv is not None:

@@ -205,19 +205,30 @@ def scaled_inner_products(
   With the inverse norms as scales this is the cosine-similarity matrix computed
   without a normalised copy of `y` (which, for class weights, may be C × D large).
   """
-  dtype = compute_dtype(x.dtype, y.dtype)
-  operand = jnp.promote_types(x.dtype, y.dtype)
-  out = jnp.einsum(
-      "bd,cd->bc",
-      x.astype(operand),
-      y.astype(operand),
-      preferred_element_type=dtype,
-  ).astype(dtype)
+  out = _dot("bd,cd->bc", x, y)
   if x_scale is not None:
     out = out * x_scale[:, None]
   if y_scale is not None:
     out = out * y_scale[None, :]
   return out
+
+
+def rowwise_inner_products(x: Array, y: Array) -> Array:
+  """x_b · y_b for each row b: [B, D] × [B, D] → [B] (float32 accumulation)."""
+  return _dot("bd,bd->b", x, y)
+
+
+def _dot(spec: str, x: Array, y: Array) -> Array:
+  """einsum in the operands' common dtype, accumulated in the compute dtype.
+
+  bf16 × bf16 stays a bf16 matmul (no float32 copy of a large W) with float32
+  accumulation.
+  """
+  dtype = compute_dtype(x.dtype, y.dtype)
+  operand = jnp.promote_types(x.dtype, y.dtype)
+  return jnp.einsum(
+      spec, x.astype(operand), y.astype(operand), preferred_element_type=dtype
+  ).astype(dtype)
 
 
 def cosine_similarity_matrix(x: Array, y: Array) -> Array:

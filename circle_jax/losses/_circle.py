@@ -168,15 +168,19 @@ def circle_loss(
 
 @functools.partial(jax.jit, static_argnums=6)
 def _circle_loss(sp, sn, sp_mask, sn_mask, margin, gamma, grad_through_alpha):
+  return _circle_terms(sp, sn, sp_mask, sn_mask, margin, gamma, grad_through_alpha)[0]
+
+
+def _circle_terms(sp, sn, sp_mask, sn_mask, margin, gamma, grad_through_alpha):
+  """(loss, (logits_p, lse_p), (logits_n, lse_n)) of Eq. 6 for validated sets."""
   margin, gamma = _numerics.as_dtype(sp.dtype, margin, gamma)
   kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
-  lse_p, ok_p = _numerics.masked_logsumexp(
-      circle_logits(sp, positive=True, **kw), sp_mask
-  )
-  lse_n, ok_n = _numerics.masked_logsumexp(
-      circle_logits(sn, positive=False, **kw), sn_mask
-  )
-  return softplus_of_sum(lse_p, ok_p, lse_n, ok_n)
+  logits_p = circle_logits(sp, positive=True, **kw)
+  logits_n = circle_logits(sn, positive=False, **kw)
+  lse_p, ok_p = _numerics.masked_logsumexp(logits_p, sp_mask)
+  lse_n, ok_n = _numerics.masked_logsumexp(logits_n, sn_mask)
+  loss = softplus_of_sum(lse_p, ok_p, lse_n, ok_n)
+  return loss, (logits_p, lse_p), (logits_n, lse_n)
 
 
 def _sum_to_shape(x: Array, shape: tuple[int, ...]) -> Array:
@@ -251,12 +255,18 @@ def circle_loss_grads(
 def _circle_loss_grads(
     sp, sn, sp_mask, sn_mask, margin, gamma, grad_through_alpha, sp_in, sn_in
 ):
+  loss, (logits_p, lse_p), (logits_n, lse_n) = _circle_terms(
+      sp, sn, sp_mask, sn_mask, margin, gamma, False
+  )
+  z = -jnp.expm1(-loss)  # Z = 1 − exp(−L), accurate when L is small.
+  # The softmax weights of Eq. 9–10: e^ℓ / Σ e^ℓ over the valid entries.
+  weight = lambda logits, lse, mask: jnp.where(
+      mask, jnp.exp(jnp.where(mask, logits - lse[..., None], 0.0)), 0.0
+  )
+  weights_p = weight(logits_p, lse_p, sp_mask)
+  weights_n = weight(logits_n, lse_n, sn_mask)
   margin, gamma = _numerics.as_dtype(sp.dtype, margin, gamma)
   kw = dict(margin=margin, gamma=gamma)
-  loss = _circle_loss(sp, sn, sp_mask, sn_mask, margin, gamma, False)
-  z = -jnp.expm1(-loss)  # Z = 1 − exp(−L), accurate when L is small.
-  weights_p = _numerics.masked_softmax(circle_logits(sp, positive=True, **kw), sp_mask)
-  weights_n = _numerics.masked_softmax(circle_logits(sn, positive=False, **kw), sn_mask)
   slope_p = circle_logit_slopes(
       sp, positive=True, grad_through_alpha=grad_through_alpha, **kw
   )

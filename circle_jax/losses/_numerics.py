@@ -116,13 +116,6 @@ def masked_logsumexp(x: Array, mask: Array) -> tuple[Array, Array]:
   return lse_finalize(lse_update(state, x, mask))
 
 
-def masked_softmax(x: Array, mask: Array) -> Array:
-  """Softmax over valid entries of the last axis; 0 at masked entries/empty rows."""
-  mask = jnp.broadcast_to(mask, x.shape)
-  lse, _ = masked_logsumexp(x, mask)
-  return jnp.where(mask, jnp.exp(jnp.where(mask, x - lse[..., None], 0.0)), 0.0)
-
-
 def streamed_row_lse(
     chunk_fn: Callable[[Array | int, int], Sequence[tuple[Array, Array]]],
     num_cols: int,

@@ -146,16 +146,16 @@ def streamed_row_lse(
     states = fold(states, 0, num_cols)
   else:
     num_full = num_cols // chunk_size
-    # The first chunk is folded outside the scan, so the carry entering the scan
-    # already has the dtype and the device-variance (under shard_map) of the
-    # chunk values; a freshly made constant carry would have neither.
-    states = fold(states, 0, chunk_size)
+    # Folding an empty chunk first gives the carry the dtype and the
+    # device-variance (under shard_map) that the chunk values have; a freshly
+    # made constant carry has neither, and scan rejects the mismatch.
+    states = fold(states, 0, 0)
 
-    @jax.checkpoint
+    @jax.checkpoint  # recompute each block in the backward pass: one is live at a time
     def body(carry, index):
       return fold(carry, index * chunk_size, chunk_size), None
 
-    states, _ = lax.scan(body, states, jnp.arange(1, num_full))
+    states, _ = lax.scan(body, states, jnp.arange(num_full))
     remainder = num_cols - num_full * chunk_size
     if remainder:
       states = fold(states, num_full * chunk_size, remainder)

@@ -90,10 +90,11 @@ def masked_logsumexp(x: Array, mask: Array) -> tuple[Array, Array]:
     mask: boolean, broadcast with x; True marks valid entries.
 
   Returns:
-    (lse, nonempty), each of shape x.shape[:-1] (broadcast with the mask's). Rows without a valid entry give
-    lse = 0 and nonempty = False, and their gradient is exactly zero. The max is
-    taken over valid entries only, so valid terms never underflow because of
-    masked ones, and masked entries may hold NaN or inf.
+    (lse, nonempty), each of shape x.shape[:-1] (broadcast with the mask's).
+    Rows without a valid entry give lse = 0 and nonempty = False, and their
+    gradient is exactly zero. The max is taken over valid entries only, so
+    valid terms never underflow because of masked ones, and masked entries may
+    hold NaN or inf.
 
   Example:
     >>> import jax.numpy as jnp, numpy as np
@@ -162,11 +163,25 @@ def streamed_row_lse(
   return [lse_finalize(s) for s in states]
 
 
-def _squared_norm(x: Array, axis: int, keepdims: bool) -> tuple[Array, Array]:
-  """(‖x‖² in at least float32, whether x counts as a direction at all)."""
+def _guarded(fn, x: Array, floor: float) -> Array:
+  """fn(x) where x > floor, else 0 with a zero gradient (double `where`).
+
+  The test is `x <= floor` so that NaN fails it and propagates instead of
+  being mistaken for a small value.
+  """
+  tiny = x <= floor
+  return jnp.where(tiny, 0.0, fn(jnp.where(tiny, 1.0, x)))
+
+
+def safe_sqrt(x: Array, floor: float = 0.0) -> Array:
+  """sqrt(x) for x > floor, else 0 — gradient 0 there, not inf or NaN."""
+  return _guarded(jnp.sqrt, x, floor)
+
+
+def _squared_norm(x: Array, axis: int, keepdims: bool) -> Array:
+  """‖x‖² in at least float32."""
   dtype = compute_dtype(x.dtype)
-  squared = jnp.sum(jnp.square(x.astype(dtype)), axis=axis, keepdims=keepdims)
-  return squared, squared > _NORM_EPS**2
+  return jnp.sum(jnp.square(x.astype(dtype)), axis=axis, keepdims=keepdims)
 
 
 def inverse_l2_norm(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
@@ -174,17 +189,14 @@ def inverse_l2_norm(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
 
   A zero vector has no direction: it gets cosine 0 to everything and no
   gradient, rather than torch's x/1e-12, whose ~1e12-scale gradient overflows
-  half precision and wrecks the first optimiser step. The double `where` keeps
-  the unused rsqrt branch out of the gradient.
+  half precision and wrecks the first optimiser step. NaN propagates.
   """
-  squared, nonzero = _squared_norm(x, axis, keepdims)
-  return jnp.where(nonzero, lax.rsqrt(jnp.where(nonzero, squared, 1.0)), 0.0)
+  return _guarded(lax.rsqrt, _squared_norm(x, axis, keepdims), _NORM_EPS**2)
 
 
 def l2_norm(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
   """‖x‖ in at least float32; 0 with a zero gradient (not NaN) at x = 0."""
-  squared, nonzero = _squared_norm(x, axis, keepdims)
-  return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, squared, 1.0)), 0.0)
+  return safe_sqrt(_squared_norm(x, axis, keepdims), _NORM_EPS**2)
 
 
 def scaled_inner_products(
@@ -241,4 +253,10 @@ def cosine_similarity_matrix(x: Array, y: Array) -> Array:
     >>> cosine_similarity_matrix(jnp.array([[3.0, 4.0]]), jnp.array([[1.0, 0.0], [0.0, 0.0]]))
     Array([[0.6, 0. ]], dtype=float32)
   """
+  x = _checks.float_array("x", x, ndim=2)
+  y = _checks.float_array("y", y, ndim=2)
+  if x.shape[1] != y.shape[1]:
+    raise ValueError(
+        f"x and y must have the same feature dimension, got shapes {x.shape} and {y.shape}"
+    )
   return scaled_inner_products(x, y, inverse_l2_norm(x), inverse_l2_norm(y))

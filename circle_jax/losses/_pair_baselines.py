@@ -33,19 +33,11 @@ def _batch_inputs(embeddings, labels):
 
 def _batch_pairs(x, labels, normalize: bool = True):
   """(similarity [B, B], positive mask, negative mask, valid anchors [B])."""
-  if normalize:
-    s = _numerics.cosine_similarity_matrix(x, x)
-  else:
-    s = _numerics.scaled_inner_products(x, x)
+  inv = _numerics.inverse_l2_norm(x) if normalize else None
+  s = _numerics.scaled_inner_products(x, x, inv, inv)
   pos, neg = _pairwise.pair_masks(labels)
   valid = jnp.any(pos, axis=-1) & jnp.any(neg, axis=-1)
   return s, pos, neg, valid
-
-
-def _safe_sqrt(x: Array) -> Array:
-  """sqrt(max(x, 0)) with gradient 0 (not inf/NaN) at 0 — e.g. duplicate embeddings."""
-  zero = x <= 0  # False for NaN, which then propagates
-  return jnp.where(zero, 0.0, jnp.sqrt(jnp.where(zero, 1.0, x)))
 
 
 def _distances(s: Array, metric: str) -> Array:
@@ -55,7 +47,7 @@ def _distances(s: Array, metric: str) -> Array:
   squared = 2.0 - 2.0 * s  # ‖a − b‖² for unit a, b
   if metric == "squared_euclidean":
     return jnp.maximum(squared, 0.0)
-  return _safe_sqrt(squared)
+  return _numerics.safe_sqrt(squared)
 
 
 def _per_anchor(loss: Array, valid: Array, s: Array) -> Array:

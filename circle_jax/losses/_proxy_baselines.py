@@ -187,13 +187,6 @@ def _cosface_loss(x, w, labels, margin, gamma):
 am_softmax_loss = cosface_loss
 
 
-def _safe_sine(cos: Array) -> Array:
-  """sin θ = sqrt(1 − cos²θ), with a finite (zero) gradient at |cos| = 1."""
-  sq = 1.0 - jnp.square(cos)
-  zero = sq <= 0  # False for NaN, which then propagates
-  return jnp.where(zero, 0.0, jnp.sqrt(jnp.where(zero, 1.0, sq)))
-
-
 def arcface_loss(
     embeddings: ArrayLike,
     class_weights: ArrayLike,
@@ -254,7 +247,8 @@ def _arcface_loss(x, w, labels, margin, gamma, easy_margin):
 
   def target(s):
     s = jnp.clip(s, -1.0, 1.0)
-    shifted = s * cos_m - _safe_sine(s) * sin_m  # cos(θ + m)
+    # sin θ via a guarded sqrt: zero gradient (not inf) at |cos θ| = 1.
+    shifted = s * cos_m - _numerics.safe_sqrt(1.0 - jnp.square(s)) * sin_m  # cos(θ + m)
     if easy_margin:
       return gamma * jnp.where(s > 0, shifted, s)
     return gamma * jnp.where(s > threshold, shifted, s - margin * sin_m)

@@ -78,6 +78,22 @@ def test_zero_vectors_have_no_direction_and_zero_gradient(dtype):
   chex.assert_trees_all_equal(norm_grad[0], jnp.zeros(2, dtype))
 
 
+def test_norms_propagate_nan_instead_of_treating_it_as_a_zero_vector():
+  x = jnp.array([[jnp.nan, 1.0], [0.0, 0.0]])
+  assert np.isnan(_numerics.inverse_l2_norm(x)[0]) and float(_numerics.inverse_l2_norm(x)[1]) == 0
+  assert np.isnan(_numerics.l2_norm(x)[0]) and float(_numerics.l2_norm(x)[1]) == 0
+  assert np.isnan(_numerics.safe_sqrt(jnp.array(jnp.nan)))
+
+
+def test_cosine_similarity_matrix_bad_input():
+  with pytest.raises(ValueError, match="x must have rank 2"):
+    cosine_similarity_matrix(jnp.ones(3), jnp.ones((2, 3)))
+  with pytest.raises(TypeError, match="y must have a floating dtype"):
+    cosine_similarity_matrix(jnp.ones((1, 3)), jnp.ones((2, 3), jnp.int32))
+  with pytest.raises(ValueError, match="same feature dimension"):
+    cosine_similarity_matrix(jnp.ones((1, 3)), jnp.ones((2, 4)))
+
+
 def test_cosine_similarity_matrix(x64, rng):
   x, y = rng.normal(size=(3, 5)), rng.normal(size=(4, 5))
   want = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (y / np.linalg.norm(y, axis=1, keepdims=True)).T

@@ -123,7 +123,7 @@ def pairwise_circle_loss(
           + \mathrm{LSE}_{p}\,{-\gamma}[1 + m - s_{ap}]_+(s_{ap} - 1 + m)\big)
 
   Embeddings are L2-normalised inside (cosine similarity; a zero vector has
-  similarity 0 to everything and a finite gradient). Without a reference set, the
+  similarity 0 to everything and a zero gradient). Without a reference set, the
   batch is the reference and self-pairs are excluded; gradients then flow through
   both roles of each embedding, as in pytorch-metric-learning and Keras.
   Similarities are not clipped to ≤ 1.

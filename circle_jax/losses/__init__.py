@@ -5,6 +5,7 @@ yourself. Pair-wise losses give exactly 0 to anchors without a positive or a
 negative: average with :func:`valid_anchor_mask`.
 """
 
+from circle_jax.losses._circle import circle_exponents
 from circle_jax.losses._circle import circle_loss
 from circle_jax.losses._circle import circle_loss_grads
 from circle_jax.losses._circle import unified_loss
@@ -32,6 +33,7 @@ __all__ = (
     "arcface_loss",
     "batch_all_triplet_loss",
     "batch_hard_triplet_loss",
+    "circle_exponents",
     "circle_loss",
     "circle_loss_grads",
     "class_circle_loss",

@@ -329,3 +329,56 @@ def _unified_loss(sp, sn, sp_mask, sn_mask, margin, gamma):
   lse_p, ok_p = _numerics.masked_logsumexp(-gamma * sp, sp_mask)
   lse_n, ok_n = _numerics.masked_logsumexp(gamma * (sn + margin), sn_mask)
   return softplus_of_sum(lse_p, ok_p, lse_n, ok_n)
+
+
+def circle_exponents(
+    sp: ArrayLike,
+    sn: ArrayLike,
+    *,
+    margin: float = 0.25,
+    gamma: float = 256.0,
+    grad_through_alpha: bool = False,
+) -> tuple[Array, Array]:
+  r"""The exponents of Eq. 6, one per similarity: the building block of other conventions.
+
+  .. math::
+
+    l_p^i = -\gamma\alpha_p^i(s_p^i - \Delta_p), \qquad
+    l_n^j = \gamma\alpha_n^j(s_n^j - \Delta_n)
+
+  with :math:`\alpha_p^i = [1 + m - s_p^i]_+`, :math:`\alpha_n^j = [s_n^j + m]_+`,
+  :math:`\Delta_p = 1 - m`, :math:`\Delta_n = m`. :func:`circle_loss` is
+  softplus(LSE(l_p) + LSE(l_n)); other implementations combine the same exponents
+  differently, e.g. TF-Similarity's log1p(Σe^{l_p}) + log1p(Σe^{l_n}), which is
+  ``softplus(masked_logsumexp(lp, sp_mask)[0]) + softplus(masked_logsumexp(ln, sn_mask)[0])``.
+
+  Args:
+    sp: within-class similarities, shape [..., K].
+    sn: between-class similarities, shape [..., L].
+    margin: relaxation m.
+    gamma: scale γ > 0.
+    grad_through_alpha: whether gradients flow through α (see :func:`circle_loss`).
+
+  Returns:
+    (lp [..., K], ln [..., L]) in the compute dtype (float32 for half precision).
+
+  Example:
+    >>> import jax.numpy as jnp, numpy as np
+    >>> from circle_jax import circle_exponents
+    >>> lp, ln = circle_exponents(jnp.array([0.8]), jnp.array([0.3]), margin=0.4, gamma=80.0)
+    >>> print(np.asarray(lp).round(4), np.asarray(ln).round(4))
+    [-9.6] [-5.6]
+
+  References:
+    Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
+    Optimization", CVPR 2020, Eq. 6–8.
+  """
+  grad_through_alpha = _checks.flag("grad_through_alpha", grad_through_alpha)
+  sp, sn, _, _ = _similarity_sets(sp, sn, None, None, margin, gamma)
+  return _circle_exponents(sp, sn, margin, gamma, grad_through_alpha)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _circle_exponents(sp, sn, margin, gamma, grad_through_alpha):
+  kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
+  return circle_logits(sp, positive=True, **kw), circle_logits(sn, positive=False, **kw)

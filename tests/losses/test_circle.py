@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from circle_jax import circle_loss, circle_loss_grads, unified_loss
+from circle_jax import circle_exponents, circle_loss, circle_loss_grads, unified_loss
 
 SETTINGS = [  # (margin, gamma): the paper's three tasks and the extremes it studies
     (0.25, 256.0),
@@ -439,3 +439,34 @@ def test_masks_may_add_leading_axes(x64, rng):
                                            sn_mask=sn_mask).sum(), argnums=(0, 1))(sp, sn)
   chex.assert_shape(closed, ((4,), (5,)))
   chex.assert_trees_all_close(closed, auto, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("margin, gamma", SETTINGS)
+def test_exponents_recombine_to_circle_loss(x64, rng, margin, gamma):
+  """circle_loss = softplus(LSE(l_p) + LSE(l_n)) of the exposed exponents, gradients too."""
+  sp, sn, _, _ = random_sets(rng, (3,), 4, 5)
+  sp, sn = jnp.asarray(sp), jnp.asarray(sn)
+  for through in (False, True):
+    def recombined(a, b):
+      lp, ln = circle_exponents(a, b, margin=margin, gamma=gamma, grad_through_alpha=through)
+      return jax.nn.softplus(jax.nn.logsumexp(lp, -1) + jax.nn.logsumexp(ln, -1))
+
+    direct = lambda a, b: circle_loss(a, b, margin=margin, gamma=gamma, grad_through_alpha=through)
+    np.testing.assert_allclose(recombined(sp, sn), direct(sp, sn), rtol=1e-12)
+    for g1, g2 in zip(jax.grad(lambda a, b: recombined(a, b).sum(), (0, 1))(sp, sn),
+                      jax.grad(lambda a, b: direct(a, b).sum(), (0, 1))(sp, sn)):
+      np.testing.assert_allclose(g1, g2, rtol=1e-10, atol=1e-300)
+
+
+def test_exponents_match_the_paper_by_hand():
+  lp, ln = circle_exponents(jnp.array([0.8, 1.3]), jnp.array([0.3, -0.5]), margin=0.25, gamma=10.0)
+  # α_p = [1.25 − s]_+: 0.45 and 0 (clipped); α_n = [s + 0.25]_+: 0.55 and 0.
+  np.testing.assert_allclose(lp, [-10 * 0.45 * (0.8 - 0.75), 0.0], atol=1e-6)
+  np.testing.assert_allclose(ln, [10 * 0.55 * (0.3 - 0.25), 0.0], atol=1e-6)
+
+
+def test_exponents_bad_input():
+  with pytest.raises(ValueError, match="gamma"):
+    circle_exponents(jnp.ones(2), jnp.ones(2), margin=0.25, gamma=-1.0)
+  with pytest.raises(TypeError, match="grad_through_alpha"):
+    circle_exponents(jnp.ones(2), jnp.ones(2), grad_through_alpha="yes")

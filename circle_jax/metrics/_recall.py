@@ -87,7 +87,7 @@ def recall_at_k(
     >>> recall_at_k(x, np.array([0, 0, 1, 1]), ks=(1, 2))
     {1: 1.0, 2: 1.0}
     >>> recall_at_k(x, np.array([0, 1, 0, 1]), ks=(1, 2, 3))
-    {1: 0.0, 2: 0.75, 3: 1.0}
+    {1: 0.0, 2: 0.5, 3: 1.0}
 
   References:
     Oh Song et al., "Deep Metric Learning via Lifted Structured Feature

@@ -60,7 +60,11 @@ def state_shardings(state, mesh: Mesh):
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
-  """Places a host batch on the mesh, split along ``'data'``.
+  """Places a host batch (the same global batch on every process) on the mesh, split along ``'data'``.
+
+  Each process hands over only the rows of its own devices, so this works on a
+  multi-host slice as long as every host builds the same global batch (the
+  samplers of :mod:`circle_jax.data` are functions of (seed, step)).
 
   Raises:
     ValueError: the batch size is not divisible by the number of devices on ``'data'``.
@@ -70,7 +74,11 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
     if value.shape[0] % n:
       raise ValueError(f"batch[{name!r}] has {value.shape[0]} rows, not divisible by the "
                        f"{n} devices of the 'data' axis")
-  return jax.device_put(batch, batch_sharding(mesh))
+  sharding = batch_sharding(mesh)
+  return {
+      name: jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
+      for name, value in batch.items()
+  }
 
 
 def jit_train_step(loss_fn: Callable, mesh: Mesh, state) -> Callable:
@@ -109,5 +117,6 @@ def jit_train_step(loss_fn: Callable, mesh: Mesh, state) -> Callable:
 
 def jit_embed_step(mesh: Mesh, state) -> Callable:
   """``embed(state, images) -> [B, D]``, jitted with the images split along ``'data'``."""
+  # Replicated output: every process can read all embeddings for evaluation.
   return jax.jit(embed_step, in_shardings=(state_shardings(state, mesh), batch_sharding(mesh)),
-                 out_shardings=batch_sharding(mesh))
+                 out_shardings=replicated(mesh))

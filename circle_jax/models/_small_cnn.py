@@ -11,11 +11,15 @@ from circle_jax.models._head import EmbeddingHead
 
 
 class SmallCNN(nn.Module):
-  """Conv-BN-ReLU stages with 2×2 max-pooling, global average pool, embedding head.
+  """Conv-BN-ReLU stages with 2×2 max-pooling, then flatten (or average-pool) and an embedding head.
 
   Attributes:
-    features: channels per stage; each stage is two 3×3 convolutions then a
-      2×2 max-pool (skipped once the feature map is 1 pixel wide).
+    features: channels per stage; each stage is ``convs_per_stage`` 3×3
+      convolutions then a 2×2 max-pool (skipped once the map is 1 pixel wide).
+    convs_per_stage: convolutions per stage.
+    global_pool: average over space before the head; ``False`` flattens the
+      last feature map instead, keeping where strokes are (what tells digits
+      apart, including classes not seen in training).
     embedding_dim: D.
     dropout_rate: dropout in the head.
     dtype: computation dtype.
@@ -30,6 +34,8 @@ class SmallCNN(nn.Module):
   """
 
   features: Sequence[int] = (32, 64, 128)
+  convs_per_stage: int = 2
+  global_pool: bool = True
   embedding_dim: int = 64
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
@@ -39,12 +45,12 @@ class SmallCNN(nn.Module):
     """Args: x [B, H, W, C] images. Returns: [B, embedding_dim] embeddings."""
     x = x.astype(self.dtype)
     for i, f in enumerate(self.features):
-      for j in range(2):
+      for j in range(self.convs_per_stage):
         x = nn.Conv(f, (3, 3), use_bias=False, dtype=self.dtype, name=f"conv{i}_{j}")(x)
         x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"bn{i}_{j}")(x)
         x = nn.relu(x)
       if x.shape[1] > 1 and x.shape[2] > 1:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = jnp.mean(x, axis=(1, 2))
+    x = jnp.mean(x, axis=(1, 2)) if self.global_pool else x.reshape(x.shape[0], -1)
     return EmbeddingHead(self.embedding_dim, self.dropout_rate, self.dtype, name="head")(
         x, train=train)

@@ -47,7 +47,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "small_cnn"
-  config.model.features = (32, 64, 128)
+  config.model.features = (16, 32)
+  config.model.convs_per_stage = 1
+  config.model.global_pool = False
   config.model.embedding_dim = 64
   config.model.dropout_rate = 0.0
 

@@ -40,8 +40,9 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, *, every_steps: int, max_to_keep: int = 3):
     if every_steps < 1:
       raise ValueError(f"Checkpointer: every_steps must be ≥ 1, got {every_steps}")
-    options = ocp.CheckpointManagerOptions(
-        save_interval_steps=every_steps, max_to_keep=max_to_keep, create=True,
+    self.every_steps = int(every_steps)
+    # The interval is applied here, not by Orbax (which always saves a first step).
+    options = ocp.CheckpointManagerOptions( max_to_keep=max_to_keep, create=True,
         enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(os.path.abspath(os.fspath(directory)), options=options)
 
@@ -51,8 +52,12 @@ class Checkpointer:
 
   def save(self, step: int, state, *, force: bool = False) -> bool:
     """Saves ``state`` as ``step`` if it is due (or ``force``); returns whether it saved."""
+    if not force and int(step) % self.every_steps:
+      return False
+    if self.latest_step() == int(step):
+      return False
     saved = self._manager.save(
-        int(step), args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)), force=force)
+        int(step), args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)), force=True)
     self._manager.wait_until_finished()
     return saved
 

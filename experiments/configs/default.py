@@ -24,9 +24,9 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.num_steps = 300
-  config.log_every = 25
-  config.checkpoint_every = 100
+  config.num_steps = 100
+  config.log_every = 10
+  config.checkpoint_every = 25
   config.max_checkpoints = 3
   # 0 uses every visible device along the 'data' mesh axis.
   config.num_devices = 0
@@ -50,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.features = (16, 32)
   config.model.convs_per_stage = 1
   config.model.global_pool = False
-  config.model.embedding_dim = 64
+  config.model.embedding_dim = 256
   config.model.dropout_rate = 0.0
 
   # name + the loss's keyword hyper-parameters (circle_jax.training.LOSSES).

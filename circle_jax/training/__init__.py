@@ -1,0 +1,51 @@
+"""Training: losses by name, TrainState with batch_stats, optimisers, sharded steps, checkpoints."""
+
+from circle_jax.training._checkpoint import Checkpointer
+from circle_jax.training._loss_registry import LOSSES
+from circle_jax.training._loss_registry import LossSpec
+from circle_jax.training._loss_registry import get_loss_spec
+from circle_jax.training._loss_registry import make_loss
+from circle_jax.training._metrics_log import JsonlWriter
+from circle_jax.training._metrics_log import read_jsonl
+from circle_jax.training._model import MetricModel
+from circle_jax.training._model import make_backbone
+from circle_jax.training._optim import decay_mask
+from circle_jax.training._optim import make_optimizer
+from circle_jax.training._optim import make_schedule
+from circle_jax.training._sharding import batch_sharding
+from circle_jax.training._sharding import jit_embed_step
+from circle_jax.training._sharding import jit_train_step
+from circle_jax.training._sharding import make_mesh
+from circle_jax.training._sharding import replicated
+from circle_jax.training._sharding import shard_batch
+from circle_jax.training._sharding import state_shardings
+from circle_jax.training._state import TrainState
+from circle_jax.training._state import create_train_state
+from circle_jax.training._steps import embed_step
+from circle_jax.training._steps import train_step
+
+__all__ = (
+    "Checkpointer",
+    "JsonlWriter",
+    "LOSSES",
+    "LossSpec",
+    "MetricModel",
+    "TrainState",
+    "batch_sharding",
+    "create_train_state",
+    "decay_mask",
+    "embed_step",
+    "get_loss_spec",
+    "jit_embed_step",
+    "jit_train_step",
+    "make_backbone",
+    "make_loss",
+    "make_mesh",
+    "make_optimizer",
+    "make_schedule",
+    "read_jsonl",
+    "replicated",
+    "shard_batch",
+    "state_shardings",
+    "train_step",
+)

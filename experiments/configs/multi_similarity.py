@@ -1,0 +1,24 @@
+r"""Multi-similarity loss (α = 2, β = 50, λ = 0.5, ε = 0.1), on the bundled digits.
+
+The default setup (experiments/configs/default.py) with only the loss changed.
+Command, from the repository root:
+
+  python -m experiments.main --config experiments/configs/multi_similarity.py --workdir /tmp/multi_similarity
+
+Runtime and Recall@K on 2 CPU cores: the README's "Training" table.
+"""
+
+import ml_collections
+
+from experiments.configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = "multi_similarity"
+  config.loss.alpha = 2.0
+  config.loss.beta = 50.0
+  config.loss.base = 0.5
+  config.loss.epsilon = 0.1
+  return config

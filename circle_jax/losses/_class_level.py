@@ -126,7 +126,7 @@ def _class_block(
 
 def streamed_class_lses(
     x, x_inv, w, labels, params, *, target_logit, other_logit,
-    normalize_weights=True, chunk_size, col_base=0, num_classes=None,
+    normalize_weights=True, chunk_size, col_base=0, num_classes=None, finalize=True,
 ):
   """[(LSE over non-target classes, nonempty), (target logit, found)], streamed.
 
@@ -138,7 +138,7 @@ def streamed_class_lses(
   )
   return _streaming.streamed_lse(
       block_fn, (x, x_inv, labels), (w,), params,
-      num_streams=2, chunk_size=chunk_size, col_base=col_base,
+      num_streams=2, chunk_size=chunk_size, col_base=col_base, finalize=finalize,
   )
 
 

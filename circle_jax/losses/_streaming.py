@@ -121,8 +121,14 @@ def fold_columns(
   return states
 
 
-def _chunk_vjp(block_fn, rows, cols_chunk, consts, start, lses, cotangents):
-  """Float cotangents (rows, cols_chunk, consts) of Σ_streams g·LSE on one chunk."""
+def _chunk_vjp(block_fn, rows, cols_chunk, consts, start, maxes, cotangents):
+  """Float cotangents (rows, cols_chunk, consts) of Σ_streams g·sum on one chunk.
+
+  `sum` is the running-LSE sum Σ_j exp(z_j − max) with the final `max` held
+  constant, so ∂sum/∂z_j = exp(z_j − max): exactly the dense softmax weights
+  once the caller's log divides by sum, without the rounding of a ~γ-sized
+  LSE value (exp(z − LSE) loses |z|·eps relative accuracy at γ = 256).
+  """
 
   def logits(rows_f, cols_f, consts_f):
     pairs = block_fn(
@@ -140,12 +146,12 @@ def _chunk_vjp(block_fn, rows, cols_chunk, consts, start, lses, cotangents):
       _float_leaves(consts),
       has_aux=True,
   )
-  # ∂LSE/∂z_j = exp(z_j − LSE) on valid entries; double where so masked entries
-  # (which may hold inf or NaN) give exactly 0.
-  dzs = [
-      jnp.where(m, g[:, None] * jnp.exp(jnp.where(m, z - lse[:, None], 0.0)), 0.0)
-      for z, m, lse, g in zip(zs, masks, lses, cotangents)
-  ]
+  # Double where: masked entries (which may hold inf or NaN) give exactly 0.
+  # The shift matches lse_update's (0 on rows with nothing valid).
+  dzs = []
+  for z, m, top, g in zip(zs, masks, maxes, cotangents):
+    shift = jnp.where(jnp.isfinite(top), top, 0.0)[:, None]
+    dzs.append(jnp.where(m, g[:, None] * jnp.exp(jnp.where(m, z - shift, 0.0)), 0.0))
   return pullback(dzs)
 
 
@@ -164,10 +170,11 @@ def columns_vjp(
     consts,
     col_base,
     chunk_size: int | None,
-    lses: Sequence[Array],
+    maxes: Sequence[Array],
     cotangents: Sequence[Array],
 ) -> tuple[list, list, list]:
-  """Cotangents of Σ_streams Σ_rows g·LSE w.r.t. the float leaves of rows, cols, consts.
+  """Cotangents of Σ_streams Σ_rows g·sum (running-LSE sums, `maxes` held
+  constant) w.r.t. the float leaves of rows, cols and consts.
 
   Recomputes one chunk at a time. Row and constant cotangents accumulate in the
   scan carry; column cotangents are written into a [num_cols, ...] buffer with
@@ -180,16 +187,16 @@ def columns_vjp(
   grad = functools.partial(_chunk_vjp, block_fn, rows)
 
   if num_full == 1 and not remainder:
-    return grad(cols, consts, col_base, lses, cotangents)
+    return grad(cols, consts, col_base, maxes, cotangents)
 
-  axes = varying_union(rows, cols, consts, lses, cotangents)
+  axes = varying_union(rows, cols, consts, maxes, cotangents)
   d_rows = vary_all(_zeros(_float_leaves(rows)), axes)
   d_cols = vary_all(_zeros(_float_leaves(cols)), axes)
   d_consts = vary_all(_zeros(_float_leaves(consts)), axes)
 
   def step(carry, start, size):
     d_rows, d_cols, d_consts = carry
-    dr, dc, dk = grad(_slice(cols, start, size), consts, col_base + start, lses, cotangents)
+    dr, dc, dk = grad(_slice(cols, start, size), consts, col_base + start, maxes, cotangents)
     d_cols = [
         None if full is None else lax.dynamic_update_slice_in_dim(full, part, start, 0)
         for full, part in zip(d_cols, dc)
@@ -230,15 +237,15 @@ def _streamed_lse_fwd(block_fn, num_streams, chunk_size, rows, cols, consts, col
       block_fn, _initial_states(rows, num_streams, dtype), rows, cols, consts,
       col_base, chunk_size,
   )
-  out = [_numerics.lse_finalize(s) for s in states]
-  return out, (rows, cols, consts, col_base, [lse for lse, _ in out])
+  return states, (rows, cols, consts, col_base, [s.max for s in states])
 
 
 def _streamed_lse_bwd(block_fn, num_streams, chunk_size, residuals, cotangents):
-  rows, cols, consts, col_base, lses = residuals
-  gs = [g for g, _ in cotangents]  # the `nonempty` outputs are boolean: no cotangent
+  rows, cols, consts, col_base, maxes = residuals
+  # `max` is a shift the log-sum-exp does not depend on: its cotangent is dropped.
+  gs = [c.sum for c in cotangents]
   d_rows, d_cols, d_consts = columns_vjp(
-      block_fn, rows, cols, consts, col_base, chunk_size, lses, gs
+      block_fn, rows, cols, consts, col_base, chunk_size, maxes, gs
   )
   return (
       _none_for_non_float(rows, d_rows),
@@ -260,7 +267,8 @@ def streamed_lse(
     num_streams: int,
     chunk_size: int | None,
     col_base=0,
-) -> list[tuple[Array, Array]]:
+    finalize: bool = True,
+) -> list:
   """Masked log-sum-exps over all columns, streamed, with a recomputing backward.
 
   Args:
@@ -272,6 +280,9 @@ def streamed_lse(
     chunk_size: columns per chunk; None for one chunk. A last partial chunk
       covers num_cols % chunk_size.
     col_base: index of the first column, added to the chunk offsets.
+    finalize: return (lse, nonempty) pairs; False returns the running
+      `LSEState`s (max, sum) instead, for merging across devices (`max` is a
+      constant for the gradient, which flows through `sum`).
 
   Returns:
     [(lse, nonempty)] per stream, each [num_rows]; empty rows give lse = 0
@@ -282,4 +293,5 @@ def streamed_lse(
   # One varying type for everything inside the custom_vjp: the transposes of
   # these casts (psums of the cotangents) then happen once, outside it, not per chunk.
   rows, cols, consts = vary_all((rows, cols, consts), axes)
-  return _streamed_lse(block_fn, num_streams, chunk_size, rows, cols, consts, col_base)
+  states = _streamed_lse(block_fn, num_streams, chunk_size, rows, cols, consts, col_base)
+  return [_numerics.lse_finalize(s) for s in states] if finalize else states

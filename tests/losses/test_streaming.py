@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 import circle_jax as cj
+from circle_jax.losses import _numerics
+from circle_jax.losses import _streaming
 
 FAMILY = {
     "normface": (cj.normface_loss, dict(gamma=16.0)),
@@ -23,6 +25,45 @@ FAMILY = {
     "arcface_easy": (cj.arcface_loss, dict(margin=0.5, gamma=16.0, easy_margin=True)),
     "circle": (cj.class_circle_loss, dict(margin=0.25, gamma=256.0)),
 }
+
+
+def _scaled_block(rows, cols, consts, start):
+  (scale,), (xt, mt), (shift,) = rows, cols, consts
+  z = scale[:, None] * xt.T + shift
+  return [(z, mt.T), (-z, mt.T)]
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 2, 5, 7, 50])
+def test_streamed_lse_equals_dense_with_gradients(x64, rng, chunk_size):
+  """Rows, column chunks and constants all get the dense gradient; masked entries
+  (NaN here) and an all-masked row give exactly zero."""
+  x = rng.normal(scale=50.0, size=(4, 7))
+  mask = rng.random((4, 7)) < 0.6
+  mask[1] = False
+  x = jnp.asarray(np.where(mask, x, np.nan))
+  mask = jnp.asarray(mask)
+  scale, shift = jnp.asarray(rng.normal(size=4)), jnp.asarray(0.3)
+
+  def streamed(scale, x, shift):
+    (lse, ok), (neg, _) = _streaming.streamed_lse(
+        _scaled_block, (scale,), (x.T, mask.T), (shift,), num_streams=2,
+        chunk_size=chunk_size)
+    return lse + 2.0 * neg, ok
+
+  def dense(scale, x, shift):
+    z = scale[:, None] * x + shift
+    (lse, ok), (neg, _) = (_numerics.masked_logsumexp(z, mask),
+                           _numerics.masked_logsumexp(-z, mask))
+    return lse + 2.0 * neg, ok
+
+  weights = jnp.arange(1.0, 5.0)
+  grads = lambda f: jax.grad(lambda *a: jnp.sum(f(*a)[0] * weights), argnums=(0, 1, 2))(
+      scale, x, shift)
+  got, want = streamed(scale, x, shift), dense(scale, x, shift)
+  chex.assert_trees_all_close(got, want, rtol=1e-13)
+  got_grads = grads(streamed)
+  chex.assert_trees_all_close(got_grads, grads(dense), rtol=1e-12, atol=1e-12)
+  assert np.all(np.asarray(got_grads[1])[~np.asarray(mask)] == 0)
 
 
 def value_and_grads(loss, x, w, y, **kw):

@@ -36,13 +36,13 @@ Array = jax.Array
 BlockFn = Callable[[Any, Any, Any, Array], Sequence[tuple[Array, Array]]]
 
 
-def _is_float(x) -> bool:
+def is_float(x) -> bool:
   return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
 
 
-def _float_leaves(tree) -> list:
+def float_leaves(tree) -> list:
   """The floating leaves of `tree`, with None in place of the others."""
-  return [l if _is_float(l) else None for l in jax.tree.leaves(tree)]
+  return [l if is_float(l) else None for l in jax.tree.leaves(tree)]
 
 
 def _with_floats(tree, floats: list):
@@ -74,7 +74,7 @@ def vary_all(tree, axes: frozenset):
   return jax.tree.map(lambda l: _vary(l, axes), tree)
 
 
-def _num_cols(cols) -> int:
+def column_count(cols) -> int:
   return jax.tree.leaves(cols)[0].shape[0]
 
 
@@ -103,7 +103,7 @@ def fold_columns(
   Forward only (not differentiated: the custom_vjp below owns the gradient), so
   the scan keeps no per-chunk residuals.
   """
-  num_cols = _num_cols(cols)
+  num_cols = column_count(cols)
 
   def fold(states, start, size):
     pairs = block_fn(rows, _slice(cols, start, size), consts, col_base + start)
@@ -141,9 +141,9 @@ def _chunk_vjp(block_fn, rows, cols_chunk, consts, start, maxes, cotangents):
 
   zs, pullback, masks = jax.vjp(
       logits,
-      _float_leaves(rows),
-      _float_leaves(cols_chunk),
-      _float_leaves(consts),
+      float_leaves(rows),
+      float_leaves(cols_chunk),
+      float_leaves(consts),
       has_aux=True,
   )
   # Double where: masked entries (which may hold inf or NaN) give exactly 0.
@@ -155,11 +155,11 @@ def _chunk_vjp(block_fn, rows, cols_chunk, consts, start, maxes, cotangents):
   return pullback(dzs)
 
 
-def _zeros(floats: list) -> list:
+def zeros_like_floats(floats: list) -> list:
   return [None if f is None else jnp.zeros_like(f) for f in floats]
 
 
-def _add(a: list, b: list) -> list:
+def add_floats(a: list, b: list) -> list:
   return [None if x is None else x + y for x, y in zip(a, b)]
 
 
@@ -182,7 +182,7 @@ def columns_vjp(
   Returns lists of leaves aligned with `jax.tree.leaves(...)`, None for
   non-float leaves.
   """
-  num_cols = _num_cols(cols)
+  num_cols = column_count(cols)
   size, num_full, remainder = _chunks(num_cols, chunk_size)
   grad = functools.partial(_chunk_vjp, block_fn, rows)
 
@@ -190,9 +190,9 @@ def columns_vjp(
     return grad(cols, consts, col_base, maxes, cotangents)
 
   axes = varying_union(rows, cols, consts, maxes, cotangents)
-  d_rows = vary_all(_zeros(_float_leaves(rows)), axes)
-  d_cols = vary_all(_zeros(_float_leaves(cols)), axes)
-  d_consts = vary_all(_zeros(_float_leaves(consts)), axes)
+  d_rows = vary_all(zeros_like_floats(float_leaves(rows)), axes)
+  d_cols = vary_all(zeros_like_floats(float_leaves(cols)), axes)
+  d_consts = vary_all(zeros_like_floats(float_leaves(consts)), axes)
 
   def step(carry, start, size):
     d_rows, d_cols, d_consts = carry
@@ -201,7 +201,7 @@ def columns_vjp(
         None if full is None else lax.dynamic_update_slice_in_dim(full, part, start, 0)
         for full, part in zip(d_cols, dc)
     ]
-    return _add(d_rows, dr), d_cols, _add(d_consts, dk)
+    return add_floats(d_rows, dr), d_cols, add_floats(d_consts, dk)
 
   carry, _ = lax.scan(
       lambda carry, i: (step(carry, i * size, size), None),
@@ -213,11 +213,11 @@ def columns_vjp(
   return carry
 
 
-def _none_for_non_float(tree, floats: list):
+def none_for_non_float(tree, floats: list):
   """A cotangent tree for `tree`: the float cotangents, None for integer leaves."""
   leaves, treedef = jax.tree.flatten(tree)
   return jax.tree.unflatten(
-      treedef, [f if _is_float(l) else None for l, f in zip(leaves, floats)]
+      treedef, [f if is_float(l) else None for l, f in zip(leaves, floats)]
   )
 
 
@@ -226,15 +226,15 @@ def _streamed_lse(block_fn, num_streams, chunk_size, rows, cols, consts, col_bas
   return _streamed_lse_fwd(block_fn, num_streams, chunk_size, rows, cols, consts, col_base)[0]
 
 
-def _initial_states(rows, num_streams, dtype):
+def initial_states(rows, num_streams, dtype):
   num_rows = jax.tree.leaves(rows)[0].shape[0]
   return [_numerics.lse_init((num_rows,), dtype) for _ in range(num_streams)]
 
 
 def _streamed_lse_fwd(block_fn, num_streams, chunk_size, rows, cols, consts, col_base):
-  dtype = _numerics.compute_dtype(*[l.dtype for l in jax.tree.leaves((rows, cols)) if _is_float(l)])
+  dtype = _numerics.compute_dtype(*[l.dtype for l in jax.tree.leaves((rows, cols)) if is_float(l)])
   states = fold_columns(
-      block_fn, _initial_states(rows, num_streams, dtype), rows, cols, consts,
+      block_fn, initial_states(rows, num_streams, dtype), rows, cols, consts,
       col_base, chunk_size,
   )
   return states, (rows, cols, consts, col_base, [s.max for s in states])
@@ -248,9 +248,9 @@ def _streamed_lse_bwd(block_fn, num_streams, chunk_size, residuals, cotangents):
       block_fn, rows, cols, consts, col_base, chunk_size, maxes, gs
   )
   return (
-      _none_for_non_float(rows, d_rows),
-      _none_for_non_float(cols, d_cols),
-      _none_for_non_float(consts, d_consts),
+      none_for_non_float(rows, d_rows),
+      none_for_non_float(cols, d_cols),
+      none_for_non_float(consts, d_consts),
       None,
   )
 

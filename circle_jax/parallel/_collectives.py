@@ -68,12 +68,12 @@ def _ring_lse(block_fn, num_streams, chunk_size, axis_name, rows, cols, consts):
 def _ring_lse_fwd(block_fn, num_streams, chunk_size, axis_name, rows, cols, consts):
   n = lax.axis_size(axis_name)
   index = lax.axis_index(axis_name)
-  block = _streaming._num_cols(cols)
+  block = _streaming.column_count(cols)
   dtype = _numerics.compute_dtype(
-      *[l.dtype for l in jax.tree.leaves((rows, cols)) if _streaming._is_float(l)]
+      *[l.dtype for l in jax.tree.leaves((rows, cols)) if _streaming.is_float(l)]
   )
   states = _streaming.vary_all(
-      _streaming._initial_states(rows, num_streams, dtype),
+      _streaming.initial_states(rows, num_streams, dtype),
       _streaming.varying_union(rows, cols, consts),
   )
 
@@ -98,10 +98,10 @@ def _ring_lse_bwd(block_fn, num_streams, chunk_size, axis_name, residuals, cotan
   gs = [c.sum for c in cotangents]  # max is a constant shift (see _streaming)
   n = lax.axis_size(axis_name)
   index = lax.axis_index(axis_name)
-  block = _streaming._num_cols(cols)
+  block = _streaming.column_count(cols)
   axes = _streaming.varying_union(rows, cols, consts, maxes, gs)
   zeros = lambda tree: _streaming.vary_all(
-      _streaming._zeros(_streaming._float_leaves(tree)), axes
+      _streaming.zeros_like_floats(_streaming.float_leaves(tree)), axes
   )
 
   def step(carry, t):
@@ -110,18 +110,18 @@ def _ring_lse_bwd(block_fn, num_streams, chunk_size, axis_name, residuals, cotan
     dr, dc, dk = _streaming.columns_vjp(
         block_fn, rows, blk, consts, owner * block, chunk_size, maxes, gs
     )
-    d_rows, d_consts = _streaming._add(d_rows, dr), _streaming._add(d_consts, dk)
+    d_rows, d_consts = _streaming.add_floats(d_rows, dr), _streaming.add_floats(d_consts, dk)
     # The block's cotangent travels with the block; after n hops both are home
     # and the cotangent holds every device's contribution.
     blk, d_blk = lax.ppermute(
-        (blk, _streaming._add(d_blk, dc)), axis_name, _ring_perm(n)
+        (blk, _streaming.add_floats(d_blk, dc)), axis_name, _ring_perm(n)
     )
     return (d_rows, d_consts, blk, d_blk), None
 
   (d_rows, d_consts, _, d_cols), _ = lax.scan(
       step, (zeros(rows), zeros(consts), cols, zeros(cols)), jnp.arange(n)
   )
-  fill = _streaming._none_for_non_float
+  fill = _streaming.none_for_non_float
   return fill(rows, d_rows), fill(cols, d_cols), fill(consts, d_consts)
 
 

@@ -86,7 +86,29 @@ def median_seconds(step, repeats: int, warmup: int = 1) -> float:
 
 def time_jax(fn, *args, repeats: int) -> float:
   jax.block_until_ready(fn(*args))  # compile
-  return median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats)
+  return median_seconds(jax_step(fn, *args), repeats)
+
+
+def jax_step(fn, *args):
+  return lambda: jax.block_until_ready(fn(*args))
+
+
+def interleaved_medians(steps: dict, repeats: int) -> dict:
+  """Median time of each step, timing them round-robin (one of each per round).
+
+  Ratios between steps are what matters; round-robin exposes every step to the
+  same background load (shared CPU cores), which back-to-back blocks would not.
+  """
+  for step in steps.values():  # compile and warm up
+    step()
+    step()
+  times = {name: [] for name in steps}
+  for _ in range(repeats):
+    for name, step in steps.items():
+      start = time.perf_counter()
+      step()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def cpu_cores() -> int:
@@ -96,8 +118,8 @@ def cpu_cores() -> int:
     return os.cpu_count() or 1
 
 
-def time_pml(x: np.ndarray, y: np.ndarray, repeats: int) -> float | None:
-  """pytorch-metric-learning CircleLoss(m=0.4, γ=80) fwd+bwd, or None if absent."""
+def pml_step(x: np.ndarray, y: np.ndarray):
+  """A pytorch-metric-learning CircleLoss(m=0.4, γ=80) fwd+bwd step, or None if absent."""
   try:
     import torch
     from pytorch_metric_learning import losses as pml_losses
@@ -115,7 +137,7 @@ def time_pml(x: np.ndarray, y: np.ndarray, repeats: int) -> float | None:
     loss_fn(emb, labels).backward()
     sync()
 
-  return median_seconds(step, repeats)
+  return step
 
 
 # ----------------------------------------------------------------------------- memory
@@ -178,13 +200,14 @@ def pairwise_time(cfg, rng) -> list[dict]:
     dense = jax.jit(jax.value_and_grad(lambda e: cj.pairwise_circle_loss(e, yj).sum()))
     chunked = jax.jit(jax.value_and_grad(
         lambda e: cj.pairwise_circle_loss(e, yj, chunk_size=chunk).sum()))
-    row = dict(
-        batch=batch, dim=dim, chunk_size=chunk,
-        matmul_s=time_jax(matmul, xj, repeats=repeats),
-        dense_s=time_jax(dense, xj, repeats=repeats),
-        chunked_s=time_jax(chunked, xj, repeats=repeats),
-        pml_s=time_pml(x, y, repeats),
-    )
+    steps = dict(matmul=jax_step(matmul, xj), dense=jax_step(dense, xj),
+                 chunked=jax_step(chunked, xj))
+    pml = pml_step(x, y)
+    if pml is not None:
+      steps["pml"] = pml
+    medians = interleaved_medians(steps, repeats)
+    row = dict(batch=batch, dim=dim, chunk_size=chunk, pml_s=None,
+               **{f"{name}_s": t for name, t in medians.items()})
     row["dense_over_matmul"] = row["dense_s"] / row["matmul_s"]
     row["chunked_over_matmul"] = row["chunked_s"] / row["matmul_s"]
     row["pml_over_dense"] = None if row["pml_s"] is None else row["pml_s"] / row["dense_s"]
@@ -291,7 +314,8 @@ def report(results: dict) -> str:
   env = results["environment"]
   out.append(f"device: {env['device']} ×{env['device_count']}, {env['cores']} CPU cores, "
              f"jax {env['jax']}, torch {env['torch']}; median of {env['repeats']} "
-             f"(class-level: {max(1, env['repeats'] // 2)}) after a warm-up")
+             f"(class-level: {max(1, env['repeats'] // 2)}) after a warm-up; pair-wise "
+             "steps timed round-robin")
   out.append("")
   out.append("Pair-wise Circle fwd+bwd (ms), γ=80, m=0.4, P×K=B/4×4:")
   out.append("")
@@ -325,7 +349,8 @@ def report(results: dict) -> str:
   rows = results["sharded_class_level"]
   out.append(f"Sharded class-level fwd+bwd on {rows[0]['devices']} devices, global "
              f"B = {rows[0]['batch']}, D = {rows[0]['dim']}, chunk {rows[0]['chunk_size']} "
-             "(compile only): collectives in the compiled program")
+             "(compile only): collectives in the compiled program (the scalar f32[] is "
+             "the benchmark's own sum of the per-example losses)")
   out.append("")
   out.append("| C | C per device | temp / device (MiB) | collectives (op: result shape) "
              "| total bytes |")
@@ -368,7 +393,7 @@ def targets(results: dict) -> list[str]:
   same = all(signature(r) == signature(shard[0]) for r in shard)
   lines.append(
       f"sharded class-level: the collectives are {'identical' if same else 'DIFFERENT'} "
-      f"for every C ({shard[0]['collective_bytes']:,} bytes each way in all): "
+      f"for every C ({shard[0]['collective_bytes']:,} bytes in all, fwd+bwd): "
       f"{'no collective grows with C' if same else 'some collective depends on C'}")
   return lines
 

@@ -206,8 +206,8 @@ def pairwise_time(cfg, rng) -> list[dict]:
     if pml is not None:
       steps["pml"] = pml
     medians = interleaved_medians(steps, repeats)
-    row = dict(batch=batch, dim=dim, chunk_size=chunk, pml_s=None,
-               **{f"{name}_s": t for name, t in medians.items()})
+    row = dict(batch=batch, dim=dim, chunk_size=chunk, pml_s=None)
+    row.update({f"{name}_s": t for name, t in medians.items()})
     row["dense_over_matmul"] = row["dense_s"] / row["matmul_s"]
     row["chunked_over_matmul"] = row["chunked_s"] / row["matmul_s"]
     row["pml_over_dense"] = None if row["pml_s"] is None else row["pml_s"] / row["dense_s"]

@@ -10,6 +10,7 @@ import pytest
 
 import circle_jax
 from circle_jax import losses
+from circle_jax import parallel
 
 EMPTY = inspect.Parameter.empty
 
@@ -29,11 +30,28 @@ CONTRACT = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CONTRACT))
-def test_contract_signature(name):
-  positional, keywords = CONTRACT[name]
-  fn = getattr(losses, name)
-  assert getattr(circle_jax, name) is fn
+# circle_jax.parallel: axis_name is required (keyword-only, no default).
+PARALLEL_CONTRACT = {
+    "pairwise_circle_loss": (
+        ("embeddings", "labels"),
+        dict(axis_name=EMPTY, margin=0.4, gamma=80.0, chunk_size=None, ring=False),
+    ),
+    "class_circle_loss": (
+        ("embeddings", "class_weights", "labels"),
+        dict(axis_name=EMPTY, margin=0.25, gamma=256.0, chunk_size=None, num_classes=None),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [(losses, n) for n in sorted(CONTRACT)] + [(parallel, n) for n in sorted(PARALLEL_CONTRACT)],
+)
+def test_contract_signature(module, name):
+  positional, keywords = (CONTRACT if module is losses else PARALLEL_CONTRACT)[name]
+  fn = getattr(module, name)
+  if module is losses:
+    assert getattr(circle_jax, name) is fn
   params = inspect.signature(fn).parameters
   got_positional = tuple(
       p.name for p in params.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -56,6 +74,15 @@ def test_every_export_is_public_and_documented():
     doc = inspect.getdoc(fn) or ""
     assert "Example:" in doc or name == "am_softmax_loss", name
   assert set(losses.__all__) <= set(circle_jax.__all__)
+  assert set(parallel.__all__) == set(PARALLEL_CONTRACT)
+  for name in parallel.__all__:
+    assert "Example:" in (inspect.getdoc(getattr(parallel, name)) or ""), name
+
+
+@pytest.mark.parametrize("name", ["normface_loss", "cosface_loss", "arcface_loss"])
+def test_cosine_family_takes_chunk_size(name):
+  param = inspect.signature(getattr(losses, name)).parameters["chunk_size"]
+  assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is None
 
 
 def test_losses_return_jax_arrays_per_example():
@@ -67,7 +94,7 @@ def test_losses_return_jax_arrays_per_example():
 
 def test_losses_import_nothing_heavier_than_jax():
   code = (
-      "import sys, circle_jax; "
+      "import sys, circle_jax, circle_jax.parallel; "
       "heavy = {'flax', 'optax', 'tensorflow', 'torch', 'tensorflow_datasets'} & set(sys.modules); "
       "print(sorted(heavy))"
   )

@@ -19,15 +19,15 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from circle_jax.losses import _checks
 from circle_jax.losses import _circle
 from circle_jax.losses import _numerics
+from circle_jax.losses import _streaming
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
-LogitFn = Callable[[Array], Array]
+LogitFn = Callable[[Array, object], Array]
 
 
 def class_inputs(embeddings, class_weights, labels):
@@ -45,6 +45,7 @@ def proxy_cross_entropy(
     *,
     target_logit: LogitFn,
     other_logit: LogitFn,
+    params=(),
     normalize_embeddings: bool = True,
     normalize_weights: bool = True,
     bias: Array | None = None,
@@ -54,42 +55,91 @@ def proxy_cross_entropy(
 
   Inputs must already be validated (see `class_inputs`). s is x·w_j, divided by
   ‖x‖ and/or ‖w_j‖ as requested, computed as a scaled product so that no
-  normalised copy of W is made. With `chunk_size` the non-target classes are
-  streamed in blocks (see `_numerics.streamed_row_lse`). Labels outside [0, C)
-  that could not be checked (traced) give NaN for that example.
+  normalised copy of W is made. The logit functions are called as
+  `fn(s, params)` and must close over no traced values (hyper-parameters go in
+  `params`, a pytree). With `chunk_size` the classes are streamed in blocks
+  with a recomputing backward pass (see `_streaming`), the target logit being
+  a second one-entry stream, so neither a [B, C] matrix nor a [C, D] scatter
+  of the target rows' gradient is formed. Labels outside [0, C) that could not
+  be checked (traced) give NaN for that example.
   """
   num_classes = w.shape[0]
   x_inv = _numerics.inverse_l2_norm(x) if normalize_embeddings else None
+  in_range = (labels >= 0) & (labels < num_classes)
+  if chunk_size is not None:
+    if bias is not None:
+      raise ValueError("bias is only supported without chunk_size")
+    (lse_other, nonempty), (z_target, _) = streamed_class_lses(
+        x, x_inv, w, labels, params, target_logit=target_logit,
+        other_logit=other_logit, normalize_weights=normalize_weights,
+        chunk_size=chunk_size,
+    )
+    return cross_entropy_from_lses(lse_other, nonempty, z_target, in_range)
+
   w_inv = _numerics.inverse_l2_norm(w) if normalize_weights else None
   dtype = _numerics.compute_dtype(x.dtype, w.dtype)
-
   # Target similarity from the gathered rows w_y: a [B, D] gather, not a [B, C] pass.
   s_target = _numerics.rowwise_inner_products(x, w[labels])
   if x_inv is not None:
     s_target = s_target * x_inv
   if w_inv is not None:
     s_target = s_target * w_inv[labels]
-  z_target = target_logit(s_target)
+  z_target = target_logit(s_target, params)
   if bias is not None:
     z_target = z_target + bias[labels].astype(dtype)
+  z = other_logit(_numerics.scaled_inner_products(x, w, x_inv, w_inv), params)
+  if bias is not None:
+    z = z + bias.astype(dtype)[None, :]
+  others = jnp.arange(num_classes)[None, :] != labels[:, None]
+  lse_other, nonempty = _numerics.masked_logsumexp(z, others)
+  return cross_entropy_from_lses(lse_other, nonempty, z_target, in_range)
 
-  def chunk(start, size):
-    block = lax.dynamic_slice_in_dim(w, start, size)
-    block_inv = None if w_inv is None else lax.dynamic_slice_in_dim(w_inv, start, size)
-    z = other_logit(_numerics.scaled_inner_products(x, block, x_inv, block_inv))
-    if bias is not None:
-      z = z + lax.dynamic_slice_in_dim(bias, start, size).astype(dtype)[None, :]
-    classes = start + jnp.arange(size)
-    return [(z, classes[None, :] != labels[:, None])]
 
-  ((lse_other, nonempty),) = _numerics.streamed_row_lse(
-      chunk, num_classes, x.shape[0], dtype, chunk_size, num_streams=1
-  )
+def cross_entropy_from_lses(lse_other, nonempty, z_target, in_range):
+  """softplus(LSE_other − z_target); 0 without a non-target; NaN for bad labels."""
   loss = jnp.where(
       nonempty, jax.nn.softplus(jnp.where(nonempty, lse_other - z_target, 0.0)), 0.0
   )
-  in_range = (labels >= 0) & (labels < num_classes)
   return jnp.where(in_range, loss, jnp.nan)
+
+
+def _class_block(
+    target_logit, other_logit, normalize_weights, num_classes, rows, cols, consts, start
+):
+  """(non-target logits, mask), (target logit, one-hot mask) for a class chunk."""
+  x, x_inv, labels = rows
+  (w,) = cols
+  # The chunk's inverse norms are recomputed here (O(chunk·D)), so no [C]-sized
+  # norm vector, and no [C, D] gradient through it, exists outside the chunk.
+  w_inv = _numerics.inverse_l2_norm(w) if normalize_weights else None
+  s = _numerics.scaled_inner_products(x, w, x_inv, w_inv)
+  classes = start + jnp.arange(w.shape[0])
+  target = classes[None, :] == labels[:, None]
+  valid = True if num_classes is None else (classes < num_classes)[None, :]
+  return [
+      (other_logit(s, consts), ~target & valid),
+      # A one-entry log-sum-exp is that entry exactly (exp(0) = 1), with
+      # gradient exactly 1: the target logit comes out of the same pass.
+      (target_logit(s, consts), target & valid),
+  ]
+
+
+def streamed_class_lses(
+    x, x_inv, w, labels, params, *, target_logit, other_logit,
+    normalize_weights=True, chunk_size, col_base=0, num_classes=None, finalize=True,
+):
+  """[(LSE over non-target classes, nonempty), (target logit, found)], streamed.
+
+  `w` holds the classes col_base … col_base + len(w) − 1 (a shard, under
+  `circle_jax.parallel`); classes ≥ num_classes (padding) are ignored.
+  """
+  block_fn = functools.partial(
+      _class_block, target_logit, other_logit, normalize_weights, num_classes
+  )
+  return _streaming.streamed_lse(
+      block_fn, (x, x_inv, labels), (w,), params,
+      num_streams=2, chunk_size=chunk_size, col_base=col_base, finalize=finalize,
+  )
 
 
 def class_circle_loss(
@@ -126,7 +176,9 @@ def class_circle_loss(
     margin: m (paper: 0.25 for face recognition and re-ID).
     gamma: γ > 0 (paper: 256 face recognition, 128 re-ID).
     chunk_size: None for the dense [B, C] logits; an int streams over classes in
-      blocks of that many (memory O(B·chunk_size), same values and gradients).
+      blocks of that many with a backward pass that recomputes each block
+      (memory O(B·chunk_size), no copy of class_weights; same values and
+      gradients). C need not be a multiple of chunk_size.
     grad_through_alpha: if False (default, the paper's choice), α is a constant
       in the backward pass; if True, gradients also flow through α.
 
@@ -156,13 +208,31 @@ def class_circle_loss(
 def _class_circle_loss(x, w, labels, margin, gamma, chunk_size, grad_through_alpha):
   dtype = _numerics.compute_dtype(x.dtype, w.dtype)
   margin, gamma = _numerics.as_dtype(dtype, margin, gamma)
-  kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
+  target, other = circle_class_logits(grad_through_alpha)
   return proxy_cross_entropy(
-      x,
-      w,
-      labels,
-      # The target's Eq. 6 exponent is −z_y: z_y = γα_p(s_y − Δ_p).
-      target_logit=lambda s: -_circle.circle_logits(s, positive=True, **kw),
-      other_logit=lambda s: _circle.circle_logits(s, positive=False, **kw),
+      x, w, labels, target_logit=target, other_logit=other, params=(margin, gamma),
       chunk_size=chunk_size,
+  )
+
+
+def _circle_target(grad_through_alpha, s, params):
+  margin, gamma = params
+  # The target's Eq. 6 exponent is −z_y: z_y = γα_p(s_y − Δ_p).
+  return -_circle.circle_logits(
+      s, margin=margin, gamma=gamma, positive=True, grad_through_alpha=grad_through_alpha
+  )
+
+
+def _circle_other(grad_through_alpha, s, params):
+  margin, gamma = params
+  return _circle.circle_logits(
+      s, margin=margin, gamma=gamma, positive=False, grad_through_alpha=grad_through_alpha
+  )
+
+
+def circle_class_logits(grad_through_alpha: bool) -> tuple[LogitFn, LogitFn]:
+  """(target, non-target) logit functions of class-level Circle; params = (m, γ)."""
+  return (
+      functools.partial(_circle_target, grad_through_alpha),
+      functools.partial(_circle_other, grad_through_alpha),
   )

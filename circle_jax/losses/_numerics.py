@@ -1,13 +1,13 @@
 """Numerical building blocks shared by every loss.
 
-Masked log-sum-exp (dense and streamed), safe L2 normalisation, cosine similarity
+Masked log-sum-exp (dense, and the running state the streamed losses fold), safe L2 normalisation, cosine similarity
 matrices and the compute-dtype rule. Everything here is written so that masked
 entries and empty rows give finite values *and* finite (zero) gradients.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -115,52 +115,6 @@ def masked_logsumexp(x: Array, mask: Array) -> tuple[Array, Array]:
   x, mask = _checks.score_mask("mask", mask, x.astype(compute_dtype(x.dtype)), "x")
   state = lse_init(x.shape[:-1], x.dtype)
   return lse_finalize(lse_update(state, x, mask))
-
-
-def streamed_row_lse(
-    chunk_fn: Callable[[Array | int, int], Sequence[tuple[Array, Array]]],
-    num_cols: int,
-    num_rows: int,
-    dtype,
-    chunk_size: int | None,
-    num_streams: int,
-) -> list[tuple[Array, Array]]:
-  """Masked log-sum-exps of rows whose columns are produced chunk by chunk.
-
-  `chunk_fn(start, size)` returns `num_streams` pairs (logits, mask), each
-  [num_rows, size], for columns start … start+size−1 (`start` may be traced;
-  `size` is static). With `chunk_size=None` the whole row is one chunk (the dense
-  computation). Otherwise full chunks run in a `lax.scan` whose body is
-  rematerialised in the backward pass, so only one [num_rows, chunk_size] block
-  is live at a time, and a final partial chunk handles num_cols % chunk_size —
-  nothing is padded or copied.
-
-  Returns a list of (lse, nonempty) per stream.
-  """
-  states = [lse_init((num_rows,), dtype) for _ in range(num_streams)]
-
-  def fold(states, start, size):
-    pairs = chunk_fn(start, size)
-    return [lse_update(s, x, m) for s, (x, m) in zip(states, pairs)]
-
-  if chunk_size is None or chunk_size >= num_cols:
-    states = fold(states, 0, num_cols)
-  else:
-    num_full = num_cols // chunk_size
-    # Folding an empty chunk first gives the carry the dtype and the
-    # device-variance (under shard_map) that the chunk values have; a freshly
-    # made constant carry has neither, and scan rejects the mismatch.
-    states = fold(states, 0, 0)
-
-    @jax.checkpoint  # recompute each block in the backward pass: one is live at a time
-    def body(carry, index):
-      return fold(carry, index * chunk_size, chunk_size), None
-
-    states, _ = lax.scan(body, states, jnp.arange(num_full))
-    remainder = num_cols - num_full * chunk_size
-    if remainder:
-      states = fold(states, num_full * chunk_size, remainder)
-  return [lse_finalize(s) for s in states]
 
 
 def _guarded(fn, x: Array, floor: float) -> Array:

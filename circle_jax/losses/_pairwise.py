@@ -6,11 +6,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from circle_jax.losses import _checks
 from circle_jax.losses import _circle
 from circle_jax.losses import _numerics
+from circle_jax.losses import _streaming
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -136,9 +136,10 @@ def pairwise_circle_loss(
     ref_embeddings: optional [N, D] reference set (e.g. a cross-batch memory).
     ref_labels: optional [N] integer labels, given together with ref_embeddings.
     chunk_size: None computes the [B, N] similarities at once; an int streams over
-      reference columns in blocks of that many with running log-sum-exps (the
-      block is recomputed in the backward pass), memory O(B·chunk_size), same
-      values and gradients.
+      reference columns in blocks of that many with running log-sum-exps and a
+      custom backward pass that recomputes each block, so memory is
+      O(B·chunk_size) (no [B, N] matrix in either pass); same values and
+      gradients. N need not be a multiple of chunk_size.
     grad_through_alpha: differentiate through the self-paced weights α (Keras 3,
       TF-Similarity) instead of treating them as constants (paper, default).
 
@@ -176,22 +177,61 @@ def _pairwise_circle_loss(
 ):
   dtype = _numerics.compute_dtype(x.dtype, ref.dtype)
   margin, gamma = _numerics.as_dtype(dtype, margin, gamma)
+  if chunk_size is not None:
+    (lse_p, ok_p), (lse_n, ok_n) = streamed_pair_lses(
+        x, labels, ref, ref_labels, margin, gamma, is_self=is_self,
+        grad_through_alpha=grad_through_alpha, chunk_size=chunk_size,
+    )
+    return _circle.softplus_of_sum(lse_p, ok_p, lse_n, ok_n)
   kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
-  x_inv = _numerics.inverse_l2_norm(x)
-  ref_inv = _numerics.inverse_l2_norm(ref)
-
-  def chunk(start, size):
-    block = lax.dynamic_slice_in_dim(ref, start, size)
-    block_inv = lax.dynamic_slice_in_dim(ref_inv, start, size)
-    block_labels = lax.dynamic_slice_in_dim(ref_labels, start, size)
-    s = _numerics.scaled_inner_products(x, block, x_inv, block_inv)
-    pos, neg = _masks(labels, block_labels, is_self, start, size)
-    return [
-        (_circle.circle_logits(s, positive=True, **kw), pos),
-        (_circle.circle_logits(s, positive=False, **kw), neg),
-    ]
-
-  (lse_p, ok_p), (lse_n, ok_n) = _numerics.streamed_row_lse(
-      chunk, ref.shape[0], x.shape[0], dtype, chunk_size, num_streams=2
+  s = _numerics.scaled_inner_products(
+      x, ref, _numerics.inverse_l2_norm(x), _numerics.inverse_l2_norm(ref)
   )
+  pos, neg = _masks(labels, ref_labels, is_self)
+  lse_p, ok_p = _numerics.masked_logsumexp(_circle.circle_logits(s, positive=True, **kw), pos)
+  lse_n, ok_n = _numerics.masked_logsumexp(_circle.circle_logits(s, positive=False, **kw), neg)
   return _circle.softplus_of_sum(lse_p, ok_p, lse_n, ok_n)
+
+
+def _pair_block(is_self, grad_through_alpha, rows, cols, consts, start):
+  """(positive logits, mask), (negative logits, mask) for one reference chunk."""
+  x, x_inv, labels = rows
+  ref, ref_inv, ref_labels = cols
+  margin, gamma, row_base = consts
+  kw = dict(margin=margin, gamma=gamma, grad_through_alpha=grad_through_alpha)
+  s = _numerics.scaled_inner_products(x, ref, x_inv, ref_inv)
+  same = labels[:, None] == ref_labels[None, :]
+  pos = same
+  if is_self:
+    # Global indices, so a shard of anchors against a gathered (or ring-passed)
+    # reference set still excludes exactly its own self-pairs.
+    row_index = row_base + jnp.arange(x.shape[0])
+    col_index = start + jnp.arange(ref.shape[0])
+    pos = same & (row_index[:, None] != col_index[None, :])
+  return [
+      (_circle.circle_logits(s, positive=True, **kw), pos),
+      (_circle.circle_logits(s, positive=False, **kw), ~same),
+  ]
+
+
+def pair_block_fn(is_self: bool, grad_through_alpha: bool):
+  return functools.partial(_pair_block, is_self, grad_through_alpha)
+
+
+def streamed_pair_lses(
+    x, labels, ref, ref_labels, margin, gamma, *, is_self, grad_through_alpha,
+    chunk_size, row_base=0, col_base=0,
+):
+  """[(lse_p, ok_p), (lse_n, ok_n)] of the pair-wise Circle logits, streamed.
+
+  Memory O(B·chunk_size) in both passes (see `_streaming`). `row_base` and
+  `col_base` are the global indices of the first anchor and the first reference,
+  which locate the self-pairs when is_self.
+  """
+  rows = (x, _numerics.inverse_l2_norm(x), labels)
+  cols = (ref, _numerics.inverse_l2_norm(ref), ref_labels)
+  consts = (margin, gamma, jnp.asarray(row_base, jnp.int32))
+  return _streaming.streamed_lse(
+      pair_block_fn(is_self, grad_through_alpha), rows, cols, consts,
+      num_streams=2, chunk_size=chunk_size, col_base=col_base,
+  )

@@ -69,7 +69,7 @@ def softmax_loss(
 
 @jax.jit
 def _softmax_loss(x, w, labels, bias):
-  identity = lambda s: s
+  identity = lambda s, params: s
   return _class_level.proxy_cross_entropy(
       x,
       w,
@@ -88,9 +88,17 @@ def _scaled_cosine_inputs(embeddings, class_weights, labels, gamma):
   return _class_level.class_inputs(embeddings, class_weights, labels)
 
 
-def _scaled_cosine_cross_entropy(x, w, labels, gamma, target_logit):
+def _scaled_cosine(s, params):
+  return params[0] * s
+
+
+def _scaled_cosine_cross_entropy(x, w, labels, params, target_logit, chunk_size):
+  """Cross-entropy with non-target logits γ·cos; params = (γ, …) for target_logit."""
+  dtype = _numerics.compute_dtype(x.dtype, w.dtype)
+  params = _numerics.as_dtype(dtype, *params)
   return _class_level.proxy_cross_entropy(
-      x, w, labels, target_logit=target_logit, other_logit=lambda s: gamma * s
+      x, w, labels, target_logit=target_logit, other_logit=_scaled_cosine,
+      params=params, chunk_size=chunk_size,
   )
 
 
@@ -100,6 +108,7 @@ def normface_loss(
     labels: ArrayLike,
     *,
     gamma: float = 64.0,
+    chunk_size: int | None = None,
 ) -> Array:
   r"""NormFace: softmax cross-entropy on scaled cosine logits, per example.
 
@@ -113,6 +122,9 @@ def normface_loss(
   Args:
     embeddings: [B, D]; class_weights: [C, D]; labels: [B] in [0, C).
     gamma: the scale γ > 0.
+    chunk_size: None for the dense [B, C] logits; an int streams over classes
+      in blocks of that many with a recomputing backward pass (memory
+      O(B·chunk_size), same values and gradients; see ``class_circle_loss``).
 
   Returns:
     [B] per-example losses.
@@ -129,12 +141,13 @@ def normface_loss(
     ACM MM 2017; Sun et al., CVPR 2020, Eq. 2.
   """
   x, w, labels = _scaled_cosine_inputs(embeddings, class_weights, labels, gamma)
-  return _normface_loss(x, w, labels, gamma)
+  chunk_size = _checks.chunk_size_arg(chunk_size)
+  return _normface_loss(x, w, labels, gamma, chunk_size)
 
 
-@jax.jit
-def _normface_loss(x, w, labels, gamma):
-  return _scaled_cosine_cross_entropy(x, w, labels, gamma, lambda s: gamma * s)
+@functools.partial(jax.jit, static_argnums=4)
+def _normface_loss(x, w, labels, gamma, chunk_size):
+  return _scaled_cosine_cross_entropy(x, w, labels, (gamma,), _scaled_cosine, chunk_size)
 
 
 def cosface_loss(
@@ -144,6 +157,7 @@ def cosface_loss(
     *,
     margin: float = 0.35,
     gamma: float = 64.0,
+    chunk_size: int | None = None,
 ) -> Array:
   r"""CosFace / AM-Softmax: additive cosine margin on the target, per example.
 
@@ -157,6 +171,8 @@ def cosface_loss(
   Args:
     embeddings: [B, D]; class_weights: [C, D]; labels: [B] in [0, C).
     margin: additive cosine margin m; gamma: scale γ > 0.
+    chunk_size: None (dense) or classes per streamed block, as in
+      ``normface_loss``.
 
   Returns:
     [B] per-example losses.
@@ -174,13 +190,19 @@ def cosface_loss(
   """
   _checks.hyperparameter("margin", margin)
   x, w, labels = _scaled_cosine_inputs(embeddings, class_weights, labels, gamma)
-  return _cosface_loss(x, w, labels, margin, gamma)
+  chunk_size = _checks.chunk_size_arg(chunk_size)
+  return _cosface_loss(x, w, labels, margin, gamma, chunk_size)
 
 
-@jax.jit
-def _cosface_loss(x, w, labels, margin, gamma):
+def _cosface_target(s, params):
+  gamma, margin = params
+  return gamma * (s - margin)
+
+
+@functools.partial(jax.jit, static_argnums=5)
+def _cosface_loss(x, w, labels, margin, gamma, chunk_size):
   return _scaled_cosine_cross_entropy(
-      x, w, labels, gamma, lambda s: gamma * (s - margin)
+      x, w, labels, (gamma, margin), _cosface_target, chunk_size
   )
 
 
@@ -195,6 +217,7 @@ def arcface_loss(
     margin: float = 0.5,
     gamma: float = 64.0,
     easy_margin: bool = False,
+    chunk_size: int | None = None,
 ) -> Array:
   r"""ArcFace: additive angular margin on the target, per example.
 
@@ -216,6 +239,8 @@ def arcface_loss(
     embeddings: [B, D]; class_weights: [C, D]; labels: [B] in [0, C).
     margin: angular margin m in radians, 0 ≤ m < π/2; gamma: scale γ > 0.
     easy_margin: apply the margin only for cos θ > 0.
+    chunk_size: None (dense) or classes per streamed block, as in
+      ``normface_loss``.
 
   Returns:
     [B] per-example losses.
@@ -237,23 +262,28 @@ def arcface_loss(
     raise ValueError(f"margin must be < π/2 radians, got {float(m)}")
   x, w, labels = _scaled_cosine_inputs(embeddings, class_weights, labels, gamma)
   easy_margin = _checks.flag("easy_margin", easy_margin)
-  return _arcface_loss(x, w, labels, margin, gamma, easy_margin)
+  chunk_size = _checks.chunk_size_arg(chunk_size)
+  return _arcface_loss(x, w, labels, margin, gamma, easy_margin, chunk_size)
 
 
-@functools.partial(jax.jit, static_argnums=5)
-def _arcface_loss(x, w, labels, margin, gamma, easy_margin):
+def _arcface_target(easy_margin, s, params):
+  gamma, margin = params
   cos_m, sin_m = jnp.cos(margin), jnp.sin(margin)
+  s = jnp.clip(s, -1.0, 1.0)
+  # sin θ via a guarded sqrt: zero gradient (not inf) at |cos θ| = 1.
+  shifted = s * cos_m - _numerics.safe_sqrt(1.0 - jnp.square(s)) * sin_m  # cos(θ + m)
+  if easy_margin:
+    return gamma * jnp.where(s > 0, shifted, s)
   threshold = jnp.cos(jnp.pi - margin)
+  return gamma * jnp.where(s > threshold, shifted, s - margin * sin_m)
 
-  def target(s):
-    s = jnp.clip(s, -1.0, 1.0)
-    # sin θ via a guarded sqrt: zero gradient (not inf) at |cos θ| = 1.
-    shifted = s * cos_m - _numerics.safe_sqrt(1.0 - jnp.square(s)) * sin_m  # cos(θ + m)
-    if easy_margin:
-      return gamma * jnp.where(s > 0, shifted, s)
-    return gamma * jnp.where(s > threshold, shifted, s - margin * sin_m)
 
-  return _scaled_cosine_cross_entropy(x, w, labels, gamma, target)
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _arcface_loss(x, w, labels, margin, gamma, easy_margin, chunk_size):
+  target = functools.partial(_arcface_target, easy_margin)
+  return _scaled_cosine_cross_entropy(
+      x, w, labels, (gamma, margin), target, chunk_size
+  )
 
 
 def _chebyshev(s: Array, degree: int) -> Array:
@@ -319,7 +349,7 @@ def sphereface_loss(
 def _sphereface_loss(x, w, labels, margin, annealing_lambda):
   norm = _numerics.l2_norm(x)
 
-  def target(s):
+  def target(s, params):
     s = jnp.clip(s, -1.0, 1.0)
     theta = lax.stop_gradient(jnp.arccos(s))
     k = jnp.clip(jnp.floor(margin * theta / jnp.pi), 0, margin - 1)
@@ -333,5 +363,5 @@ def _sphereface_loss(x, w, labels, margin, annealing_lambda):
       w,
       labels,
       target_logit=target,
-      other_logit=lambda s: norm[:, None] * s,
+      other_logit=lambda s, params: norm[:, None] * s,
   )

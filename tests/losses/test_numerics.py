@@ -46,24 +46,6 @@ def test_masked_and_empty_rows_have_zero_finite_gradients():
   chex.assert_trees_all_equal(grad, jnp.array([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
 
 
-@pytest.mark.parametrize("chunk_size", [None, 1, 2, 5, 7, 50])
-def test_streamed_lse_equals_dense(x64, rng, chunk_size):
-  x = rng.normal(scale=50.0, size=(4, 7))
-  mask = rng.random((4, 7)) < 0.6
-  mask[1] = False
-
-  def chunk(start, size):
-    block = jax.lax.dynamic_slice_in_dim(jnp.asarray(x), start, size, axis=1)
-    block_mask = jax.lax.dynamic_slice_in_dim(jnp.asarray(mask), start, size, axis=1)
-    return [(block, block_mask), (-block, block_mask)]
-
-  (lse, ok), (neg_lse, _) = _numerics.streamed_row_lse(chunk, 7, 4, jnp.float64, chunk_size, 2)
-  want, want_ok = np_masked_lse(x, mask)
-  np.testing.assert_allclose(lse, want, rtol=1e-13)
-  np.testing.assert_allclose(neg_lse, np_masked_lse(-x, mask)[0], rtol=1e-13)
-  np.testing.assert_array_equal(ok, want_ok)
-
-
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
 def test_zero_vectors_have_no_direction_and_zero_gradient(dtype):
   x = jnp.array([[0.0, 0.0], [3.0, 4.0]], dtype)

@@ -123,7 +123,9 @@ def test_check_grads_through_alpha(x64, rng):
     check_grads(
         lambda e: pairwise_circle_loss(e, y, margin=0.3, gamma=6.0, chunk_size=c,
                                        grad_through_alpha=True),
-        (jnp.asarray(x),), order=1, modes=("fwd", "rev"))
+        (jnp.asarray(x),), order=1,
+        # The chunked path is a custom_vjp: reverse mode only.
+        modes=("fwd", "rev") if c is None else ("rev",))
 
 
 @pytest.mark.parametrize("pattern", ["singletons", "single_class"])

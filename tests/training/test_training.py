@@ -54,7 +54,7 @@ def test_registry_errors_name_the_problem():
   _, loss_fn = training.make_loss("arcface")
   with pytest.raises(ValueError, match="needs class_weights"):
     loss_fn(jnp.ones((2, 3)), jnp.array([0, 1]), None)
-  assert training.get_loss_spec("am_softmax").hparams == {"margin": 0.35, "gamma": 64.0}
+  assert training.get_loss_spec("am_softmax").hparams == {"margin": 0.35, "gamma": 64.0, "chunk_size": None}
 
 
 def test_step_schedule_and_decay_mask():

@@ -1,5 +1,24 @@
-"""Retrieval metrics computed in row blocks (never an N × N matrix at once)."""
+"""Evaluation metrics: retrieval, re-ID, face verification (blockwise where N × N would not fit).
+
+Pure jax/numpy on arrays of embeddings and labels; no file I/O.
+"""
 
 from circle_jax.metrics._recall import recall_at_k
+from circle_jax.metrics._reid import cmc_map
+from circle_jax.metrics._roc import tar_at_far
+from circle_jax.metrics._roc import template_embeddings
+from circle_jax.metrics._roc import template_pair_scores
+from circle_jax.metrics._verification import best_threshold
+from circle_jax.metrics._verification import pair_scores
+from circle_jax.metrics._verification import verification_accuracy
 
-__all__ = ("recall_at_k",)
+__all__ = (
+    "best_threshold",
+    "cmc_map",
+    "pair_scores",
+    "recall_at_k",
+    "tar_at_far",
+    "template_embeddings",
+    "template_pair_scores",
+    "verification_accuracy",
+)

@@ -1,10 +1,32 @@
-"""Input pipelines: the bundled digits, class-disjoint splits, P×K sampling, augmentation.
+"""Input pipelines: bundled digits, re-ID folders, face packs, TFDS fine-grained sets.
 
-Everything here is numpy on the host; a batch is a deterministic function of
+Everything here runs on the host; a batch is a deterministic function of
 (seed, step), so a resumed run sees exactly the batches it would have seen.
+The TFDS pipelines (``circle_jax.data.tfds_retrieval``) import TensorFlow when
+first called, never at ``import circle_jax.data``.
 """
 
 from circle_jax.data._augment import random_shift
+from circle_jax.data._augment import random_flip
+from circle_jax.data._errors import DatasetNotFoundError
+from circle_jax.data._face import load_identity_folders
+from circle_jax.data._face import load_verification_bin
+from circle_jax.data._face import read_verification_bin
+from circle_jax.data._images import decode_image
+from circle_jax.data._images import encode_image
+from circle_jax.data._images import load_image
+from circle_jax.data._recordio import RecordIOReader
+from circle_jax.data._recordio import face_pack_index
+from circle_jax.data._recordio import unpack_record
+from circle_jax.data._reid import ReidDataset
+from circle_jax.data._reid import ReidSplit
+from circle_jax.data._reid import load_market1501
+from circle_jax.data._reid import load_msmt17
+from circle_jax.data._reid import parse_market1501_name
+from circle_jax.data._sources import ArrayImageSource
+from circle_jax.data._sources import FileImageSource
+from circle_jax.data._sources import ImageSource
+from circle_jax.data._sources import RecordIOImageSource
 from circle_jax.data._digits import load_digits
 from circle_jax.data._digits import load_mnist_5k
 from circle_jax.data._digits import mnist_5k_path
@@ -16,14 +38,34 @@ from circle_jax.data._sampling import shuffled_batch_indices
 from circle_jax.data._split import class_disjoint_split
 
 __all__ = (
-    "RetrievalData",
+    "ArrayImageSource",
     "class_disjoint_split",
+    "DatasetNotFoundError",
+    "decode_image",
+    "encode_image",
+    "face_pack_index",
+    "FileImageSource",
+    "ImageSource",
     "load_digits",
+    "load_identity_folders",
+    "load_image",
+    "load_market1501",
     "load_mnist_5k",
+    "load_msmt17",
     "load_retrieval_data",
+    "load_verification_bin",
     "mnist_5k_path",
+    "parse_market1501_name",
     "pk_batch_indices",
+    "random_flip",
     "random_shift",
+    "read_verification_bin",
+    "RecordIOImageSource",
+    "RecordIOReader",
+    "ReidDataset",
+    "ReidSplit",
+    "RetrievalData",
     "shuffled_batch_indices",
     "train_batch",
+    "unpack_record",
 )

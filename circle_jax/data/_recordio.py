@@ -1,0 +1,171 @@
+"""Reader for the RecordIO packs (``train.rec`` + ``train.idx``) of MS1M-style face datasets.
+
+The format, as written by MXNet's ``MXIndexedRecordIO`` and distributed by
+insightface, read here without MXNet:
+
+* ``train.idx``: text, one ``<key>\\t<byte offset>`` line per record.
+* ``train.rec``: records, each a little-endian uint32 magic ``0xced7230a``, a
+  uint32 whose low 29 bits are the payload length and top 3 bits a
+  continuation flag (0 whole record; 1 / 2 / 3 first / middle / last part of a
+  record that was split where its payload contained the magic number, the
+  magic being implied between parts), then the payload padded to 4 bytes.
+* payload: an ``IRHeader`` (``<IfQQ``: flag, label, id, id2; 24 bytes), then
+  ``flag`` float32 labels if flag > 0, then the encoded image.
+* record 0 (insightface packs): flag > 0 and labels ``[a, b]``: images are
+  records 1 … a − 1, and records a … b − 1 hold one identity each, with labels
+  ``[first, end)`` = the range of that identity's image records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+
+import numpy as np
+
+from circle_jax.data._errors import DatasetNotFoundError
+
+MAGIC = 0xCED7230A
+_HEADER = struct.Struct("<IfQQ")
+_LENGTH_MASK = (1 << 29) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordHeader:
+  """The IRHeader of one record: ``label`` is a float, or a tuple of floats when flag > 0."""
+
+  flag: int
+  label: float | tuple[float, ...]
+  id: int
+  id2: int
+
+
+def unpack_record(payload: bytes) -> tuple[RecordHeader, bytes]:
+  """A record payload → (header, image bytes).
+
+  Example:
+    >>> p = struct.pack("<IfQQ", 0, 3.0, 7, 0) + b"jpeg"
+    >>> unpack_record(p)
+    (RecordHeader(flag=0, label=3.0, id=7, id2=0), b'jpeg')
+  """
+  if len(payload) < _HEADER.size:
+    raise ValueError(f"unpack_record: payload of {len(payload)} bytes is shorter than the "
+                     f"{_HEADER.size}-byte IRHeader")
+  flag, label, id1, id2 = _HEADER.unpack_from(payload)
+  rest = payload[_HEADER.size:]
+  if flag > 0:
+    if len(rest) < 4 * flag:
+      raise ValueError(f"unpack_record: header says {flag} labels but only {len(rest)} bytes follow")
+    label = tuple(float(v) for v in np.frombuffer(rest[:4 * flag], "<f4"))
+    rest = rest[4 * flag:]
+  return RecordHeader(flag, label, id1, id2), rest
+
+
+RECORDIO_HOW = ("put the pack's train.rec and train.idx (as distributed for MS1M-ArcFace / "
+                "MS1MV2 / Glint360K) in <root> and set config.data.path to <root>")
+
+
+class RecordIOReader:
+  """Random access to an indexed RecordIO pack.
+
+  Example:
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> rec = struct.pack("<IfQQ", 0, 5.0, 0, 0) + b"img"
+    >>> pad = b"\\0" * (-len(rec) % 4)
+    >>> _ = open(os.path.join(d, "train.rec"), "wb").write(
+    ...     struct.pack("<II", MAGIC, len(rec)) + rec + pad)
+    >>> _ = open(os.path.join(d, "train.idx"), "w").write("0\\t0\\n")
+    >>> r = RecordIOReader(d)
+    >>> r.keys, r.read(0)
+    ([0], (RecordHeader(flag=0, label=5.0, id=0, id2=0), b'img'))
+  """
+
+  def __init__(self, root: str, name: str = "train"):
+    self.rec_path = os.path.join(root, f"{name}.rec")
+    self.idx_path = os.path.join(root, f"{name}.idx")
+    for path in (self.rec_path, self.idx_path):
+      if not os.path.isfile(path):
+        raise DatasetNotFoundError("recordio", path, RECORDIO_HOW, "file missing")
+    self._offsets = {}
+    with open(self.idx_path) as f:
+      for line_no, line in enumerate(f, start=1):
+        if not line.strip():
+          continue
+        parts = line.split()
+        if len(parts) != 2:
+          raise ValueError(f"{self.idx_path}:{line_no}: expected '<key>\\t<offset>', got {line!r}")
+        self._offsets[int(parts[0])] = int(parts[1])
+    self.keys = sorted(self._offsets)
+    self._file = None
+
+  def __len__(self) -> int:
+    return len(self.keys)
+
+  def __getstate__(self):  # picklable for worker processes: reopen the file lazily
+    state = dict(self.__dict__)
+    state["_file"] = None
+    return state
+
+  def read_payload(self, key: int) -> bytes:
+    """The payload of record ``key``, parts re-joined."""
+    if key not in self._offsets:
+      raise KeyError(f"RecordIOReader: no record {key} in {self.idx_path}")
+    if self._file is None:
+      self._file = open(self.rec_path, "rb")
+    f = self._file
+    f.seek(self._offsets[key])
+    parts = []
+    while True:
+      head = f.read(8)
+      if len(head) < 8:
+        raise ValueError(f"{self.rec_path}: truncated record {key}")
+      magic, word = struct.unpack("<II", head)
+      if magic != MAGIC:
+        raise ValueError(f"{self.rec_path}: bad magic {magic:#x} at record {key} "
+                         f"(offset {self._offsets[key]}); is this a RecordIO file?")
+      cflag, length = word >> 29, word & _LENGTH_MASK
+      parts.append(f.read(length))
+      f.seek(-length % 4, os.SEEK_CUR)
+      if cflag in (0, 3):
+        break
+    return struct.pack("<I", MAGIC).join(parts)
+
+  def read(self, key: int) -> tuple[RecordHeader, bytes]:
+    """Record ``key`` → (header, image bytes)."""
+    return unpack_record(self.read_payload(key))
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+
+
+def face_pack_index(reader: RecordIOReader) -> tuple[np.ndarray, np.ndarray]:
+  """The image records of a face pack and their identity labels.
+
+  With an insightface record 0 (flag > 0) the labels come from the identity
+  records (no image header is read); otherwise every record is an image and
+  its header's (first) label is its identity.
+
+  Returns:
+    ``(keys [N] int64, labels [N] int32)``, labels remapped to 0 … C − 1.
+  """
+  head, _ = reader.read(reader.keys[0])
+  if head.flag > 0 and isinstance(head.label, tuple) and len(head.label) >= 2:
+    first_id, end_id = int(head.label[0]), int(head.label[1])
+    keys, labels = [], []
+    for identity, key in enumerate(range(first_id, end_id)):
+      ih, _ = reader.read(key)
+      start, stop = int(ih.label[0]), int(ih.label[1])
+      keys.extend(range(start, stop))
+      labels.extend([identity] * (stop - start))
+    return np.asarray(keys, np.int64), np.asarray(labels, np.int32)
+  keys = np.asarray(reader.keys, np.int64)
+  raw = []
+  for key in reader.keys:
+    h, _ = reader.read(key)
+    raw.append(h.label[0] if isinstance(h.label, tuple) else h.label)
+  labels = np.unique(np.asarray(raw, np.float64), return_inverse=True)[1]
+  return keys, labels.astype(np.int32)

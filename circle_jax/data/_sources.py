@@ -1,0 +1,86 @@
+"""Random-access image sources: labels up front, pixels decoded per batch.
+
+A source holds the labels of every item (what the samplers need) and decodes
+only the images a batch asks for, so a dataset larger than memory trains with
+the same (seed, step) → batch determinism as the bundled digits.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from circle_jax.data._images import decode_image
+from circle_jax.data._images import load_image
+from circle_jax.data._recordio import RecordIOReader
+
+
+class ImageSource:
+  """Base: ``labels`` [N] int32, ``size`` (H, W), ``images(indices)`` → uint8 [n, H, W, 3]."""
+
+  labels: np.ndarray
+  size: tuple[int, int]
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def images(self, indices: Sequence[int]) -> np.ndarray:
+    return np.stack([self._one(int(i)) for i in indices]) if len(indices) else np.zeros(
+        (0, *self.size, 3), np.uint8)
+
+  def _one(self, i: int) -> np.ndarray:
+    raise NotImplementedError
+
+
+class FileImageSource(ImageSource):
+  """Image files on disk, resized to ``size`` when read.
+
+  Example:
+    >>> import tempfile, os
+    >>> from circle_jax.data._images import encode_image
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.png")
+    >>> _ = open(p, "wb").write(encode_image(np.zeros((5, 7, 3), np.uint8), "PNG"))
+    >>> FileImageSource([p], [3], size=(4, 2)).images([0]).shape
+    (1, 4, 2, 3)
+  """
+
+  def __init__(self, paths: Sequence[str], labels, size: Sequence[int]):
+    self.paths = tuple(paths)
+    self.labels = np.asarray(labels, np.int32)
+    self.size = (int(size[0]), int(size[1]))
+    if len(self.paths) != len(self.labels):
+      raise ValueError(f"FileImageSource: {len(self.paths)} paths but {len(self.labels)} labels")
+
+  def _one(self, i: int) -> np.ndarray:
+    return load_image(self.paths[i], self.size)
+
+
+class RecordIOImageSource(ImageSource):
+  """Images of a RecordIO pack (``keys`` are record keys, one per item)."""
+
+  def __init__(self, reader: RecordIOReader, keys, labels, size: Sequence[int]):
+    self.reader = reader
+    self.keys = np.asarray(keys, np.int64)
+    self.labels = np.asarray(labels, np.int32)
+    self.size = (int(size[0]), int(size[1]))
+    if len(self.keys) != len(self.labels):
+      raise ValueError(f"RecordIOImageSource: {len(self.keys)} keys but {len(self.labels)} labels")
+
+  def _one(self, i: int) -> np.ndarray:
+    _, data = self.reader.read(int(self.keys[i]))
+    return decode_image(data, self.size)
+
+
+class ArrayImageSource(ImageSource):
+  """Images already in memory (uint8 [N, H, W, 3])."""
+
+  def __init__(self, images: np.ndarray, labels):
+    self.array = np.asarray(images, np.uint8)
+    if self.array.ndim != 4 or self.array.shape[-1] != 3:
+      raise ValueError(f"ArrayImageSource: images must be [N, H, W, 3], got {self.array.shape}")
+    self.labels = np.asarray(labels, np.int32)
+    self.size = tuple(self.array.shape[1:3])
+
+  def images(self, indices) -> np.ndarray:
+    return self.array[np.asarray(indices, np.int64)]

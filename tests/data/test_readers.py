@@ -1,0 +1,117 @@
+"""Re-ID folder readers, RecordIO packs, .bin verification sets and identity folders."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from circle_jax import data as cdata
+from tests.data import fake_datasets as fake
+
+
+def test_market1501_tree(tmp_path):
+  counts = fake.write_market1501(str(tmp_path))
+  ds = cdata.load_market1501(str(tmp_path))
+  assert len(ds.train) == counts["bounding_box_train"] == 3 * 3 * 2
+  assert len(ds.query) == counts["query"] == 2 * 3
+  # Junk (-1) dropped, distractors (0) kept.
+  assert len(ds.gallery) == counts["bounding_box_test"] == 3 * 3 * 2
+  assert -1 not in ds.gallery.pids and 0 in ds.gallery.pids
+  assert sorted(set(ds.train.pids.tolist())) == [1, 2, 3]
+  assert sorted(set(ds.query.cams.tolist())) == [0, 1, 2]
+  assert ds.train_labels.tolist() == sorted(ds.train_labels.tolist())
+  assert set(ds.train_labels.tolist()) == {0, 1, 2} and ds.num_train_ids == 3
+  for path, pid, cam in zip(ds.gallery.paths, ds.gallery.pids, ds.gallery.cams):
+    name = os.path.basename(path)
+    assert name.startswith(f"{pid:04d}_c{cam + 1}")
+
+
+def test_market1501_name_parsing():
+  assert cdata.parse_market1501_name("0002_c1s1_000451_03.jpg") == (2, 0)
+  assert cdata.parse_market1501_name("-1_c6s4_002452_01.jpg") == (-1, 5)
+  with pytest.raises(ValueError, match="pid"):
+    cdata.parse_market1501_name("readme.txt")
+
+
+def test_msmt17_lists(tmp_path):
+  rows = fake.write_msmt17(str(tmp_path))
+  ds = cdata.load_msmt17(str(tmp_path))
+  want_train = rows["list_train.txt"] + rows["list_val.txt"]
+  assert len(ds.train) == len(want_train)
+  assert ds.train.pids.tolist() == [p for _, p, _ in want_train]
+  assert ds.train.cams.tolist() == [c for _, _, c in want_train]
+  assert ds.gallery.cams.tolist() == [c for _, _, c in rows["list_gallery.txt"]]
+  assert all(os.path.isfile(p) for p in ds.train.paths + ds.query.paths + ds.gallery.paths)
+  assert len(cdata.load_msmt17(str(tmp_path), include_val=False).train) == len(
+      rows["list_train.txt"])
+
+
+def test_missing_reid_data_says_where_and_how(tmp_path):
+  with pytest.raises(cdata.DatasetNotFoundError, match="bounding_box_train.*To prepare it"):
+    cdata.load_market1501(str(tmp_path / "nowhere"))
+  with pytest.raises(FileNotFoundError, match="list_train.txt.*MSMT17"):
+    cdata.load_msmt17(str(tmp_path))
+
+
+def test_file_image_source_decodes_and_resizes(tmp_path):
+  fake.write_market1501(str(tmp_path), size=(16, 8))
+  ds = cdata.load_market1501(str(tmp_path))
+  src = cdata.FileImageSource(ds.train.paths, ds.train_labels, size=(32, 16))
+  batch = src.images([0, 5])
+  assert batch.shape == (2, 32, 16, 3) and batch.dtype == np.uint8
+  same = cdata.FileImageSource(ds.train.paths, ds.train_labels, size=(16, 8)).images([3])[0]
+  want = np.asarray(Image.open(ds.train.paths[3]).convert("RGB"))
+  np.testing.assert_array_equal(same, want)
+
+
+@pytest.mark.parametrize("insightface_header", [True, False])
+def test_recordio_pack_roundtrip(tmp_path, insightface_header):
+  identities = [3, 1, 4]
+  images, labels = fake.write_recordio_pack(str(tmp_path), identities,
+                                            insightface_header=insightface_header,
+                                            magic_in_record=2)
+  reader = cdata.RecordIOReader(str(tmp_path))
+  keys, got_labels = cdata.face_pack_index(reader)
+  assert keys.tolist() == sorted(images)
+  assert got_labels.tolist() == [labels[k] for k in keys]
+  for k in keys:
+    head, data = reader.read(int(k))
+    assert data == images[k], k          # record 2 was split around an embedded magic
+    assert head.label == float(labels[k])
+  src = cdata.RecordIOImageSource(reader, keys, got_labels, size=(16, 16))
+  want = np.asarray(Image.open(io.BytesIO(images[int(keys[4])])).convert("RGB"))
+  np.testing.assert_array_equal(src.images([4])[0], want)
+
+
+def test_recordio_errors(tmp_path):
+  with pytest.raises(cdata.DatasetNotFoundError, match="train.rec"):
+    cdata.RecordIOReader(str(tmp_path))
+  (tmp_path / "train.rec").write_bytes(b"\0" * 32)
+  (tmp_path / "train.idx").write_text("0\t0\n")
+  with pytest.raises(ValueError, match="bad magic"):
+    cdata.RecordIOReader(str(tmp_path)).read(0)
+
+
+def test_verification_bin(tmp_path):
+  path = str(tmp_path / "lfw.bin")
+  imgs, issame = fake.write_verification_bin(path, 5)
+  raw, flags = cdata.read_verification_bin(path)
+  assert raw == imgs and flags.tolist() == issame
+  decoded, flags = cdata.load_verification_bin(path, size=(16, 16))
+  assert decoded.shape == (10, 16, 16, 3)
+  np.testing.assert_array_equal(decoded[7], np.asarray(Image.open(io.BytesIO(imgs[7]))))
+  with pytest.raises(cdata.DatasetNotFoundError, match="cfp_fp.bin"):
+    cdata.read_verification_bin(str(tmp_path / "cfp_fp.bin"))
+
+
+def test_identity_folders(tmp_path):
+  fake.write_identity_folders(str(tmp_path), [2, 3, 1])
+  (tmp_path / "empty_id").mkdir()
+  paths, labels, names = cdata.load_identity_folders(str(tmp_path))
+  assert labels.tolist() == [0, 0, 1, 1, 1, 2]
+  assert names == ("id_000", "id_001", "id_002")
+  assert all(os.path.basename(os.path.dirname(p)) == names[y] for p, y in zip(paths, labels))
+  with pytest.raises(cdata.DatasetNotFoundError, match="one folder per"):
+    cdata.load_identity_folders(str(tmp_path / "missing"))

@@ -27,6 +27,14 @@ from circle_jax.data._sources import ArrayImageSource
 from circle_jax.data._sources import FileImageSource
 from circle_jax.data._sources import ImageSource
 from circle_jax.data._sources import RecordIOImageSource
+from circle_jax.data._tfds import FINE_GRAINED
+from circle_jax.data._tfds import EncodedImages
+from circle_jax.data._tfds import FineGrainedData
+from circle_jax.data._tfds import class_half_split
+from circle_jax.data._tfds import eval_images as tfds_eval_images
+from circle_jax.data._tfds import fine_grained_ks
+from circle_jax.data._tfds import load_fine_grained
+from circle_jax.data._tfds import train_batches as tfds_train_batches
 from circle_jax.data._digits import load_digits
 from circle_jax.data._digits import load_mnist_5k
 from circle_jax.data._digits import mnist_5k_path
@@ -40,13 +48,19 @@ from circle_jax.data._split import class_disjoint_split
 __all__ = (
     "ArrayImageSource",
     "class_disjoint_split",
+    "class_half_split",
     "DatasetNotFoundError",
     "decode_image",
     "encode_image",
+    "EncodedImages",
     "face_pack_index",
     "FileImageSource",
+    "FINE_GRAINED",
+    "fine_grained_ks",
+    "FineGrainedData",
     "ImageSource",
     "load_digits",
+    "load_fine_grained",
     "load_identity_folders",
     "load_image",
     "load_market1501",
@@ -66,6 +80,8 @@ __all__ = (
     "ReidSplit",
     "RetrievalData",
     "shuffled_batch_indices",
+    "tfds_eval_images",
+    "tfds_train_batches",
     "train_batch",
     "unpack_record",
 )

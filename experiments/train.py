@@ -1,4 +1,8 @@
-"""``train_and_evaluate(config, workdir)``: train a metric-learning model, then Recall@K.
+"""``train_and_evaluate(config, workdir)``: train a metric-learning model, then evaluate it.
+
+``config.data.name`` selects the data and the protocol (``experiments/input_pipeline.py``):
+Recall@K for the digits and the fine-grained sets, CMC rank-k and mAP for
+re-ID, 10-fold verification accuracy (and TAR@FAR on IJB-style templates) for faces.
 
 The run is resumable: Orbax checkpoints every ``config.checkpoint_every`` steps
 in ``workdir/checkpoints``, and a restarted run continues from the newest one.
@@ -25,7 +29,7 @@ import numpy as np
 
 from circle_jax import data as cdata
 from circle_jax import training
-from circle_jax.metrics import recall_at_k
+from experiments import input_pipeline
 
 
 class ConfigError(ValueError):
@@ -44,9 +48,6 @@ REQUIRED_FIELDS: dict[str, Any] = {
     "distributed": bool,
     "data.name": str,
     "data.path": str,
-    "data.train_classes": (tuple, list),
-    "data.test_classes": (tuple, list),
-    "data.max_shift": int,
     "batch.classes_per_batch": int,
     "batch.images_per_class": int,
     "model.name": str,
@@ -60,6 +61,20 @@ REQUIRED_FIELDS: dict[str, Any] = {
     "eval.ks": (tuple, list),
     "eval.batch_size": int,
     "eval.block_size": int,
+}
+# Further fields by protocol (input_pipeline.protocol_of(config.data.name)).
+_IMAGE_FIELDS = {"data.image_size": (tuple, list), "data.mean": (tuple, list),
+                 "data.std": (tuple, list)}
+PROTOCOL_FIELDS: dict[str, dict[str, Any]] = {
+    "digits": {"data.train_classes": (tuple, list), "data.test_classes": (tuple, list),
+               "data.max_shift": int},
+    "fine_grained": {**_IMAGE_FIELDS, "data.download": bool, "data.crop_to_bbox": bool,
+                     "data.min_crop_area": _NUMBER},
+    "reid": {**_IMAGE_FIELDS, "data.max_shift": int, "data.num_workers": int},
+    "face": {**_IMAGE_FIELDS, "data.max_shift": int, "data.num_workers": int,
+             "data.val_path": str, "data.val_sets": (tuple, list), "data.ijb_path": str,
+             "data.ijb_name": str, "data.ijb_image_dir": str, "eval.num_folds": int,
+             "eval.fars": (tuple, list)},
 }
 _POSITIVE = ("num_steps", "log_every", "checkpoint_every", "max_checkpoints",
              "batch.classes_per_batch", "batch.images_per_class", "eval.batch_size",
@@ -87,7 +102,14 @@ def validate_config(config) -> None:
     ConfigError: naming the first bad field (``config.loss.name: unknown loss
       name 'circel' …``, ``config.num_steps: expected int, got str 'ten'``).
   """
-  for dotted, types in REQUIRED_FIELDS.items():
+  name = _get(config, "data.name")
+  if not isinstance(name, str):
+    raise ConfigError(f"config.data.name: expected str, got {type(name).__name__} {name!r}")
+  try:
+    protocol = input_pipeline.protocol_of(name)
+  except ValueError as e:
+    raise ConfigError(f"config.data.name: {e}") from None
+  for dotted, types in {**REQUIRED_FIELDS, **PROTOCOL_FIELDS[protocol]}.items():
     value = _get(config, dotted)
     # bool is an int in Python; only accept it where bool is asked for.
     if (isinstance(value, bool) and types is not bool) or not isinstance(value, types):
@@ -112,11 +134,19 @@ def validate_config(config) -> None:
   if config.optimizer.schedule not in ("step", "cosine", "constant"):
     raise ConfigError(f"config.optimizer.schedule: unknown schedule {config.optimizer.schedule!r}; "
                       "known: 'step', 'cosine', 'constant'")
-  num_train = len(config.data.train_classes)
-  if spec.kind == "pair" and config.batch.classes_per_batch > num_train:
-    raise ConfigError(f"config.batch.classes_per_batch: {config.batch.classes_per_batch} classes "
-                      f"per batch but only {num_train} training classes")
-  n_test = 500 * len(config.data.test_classes) if config.data.name == "mnist_5k" else None
+  if protocol != "digits":
+    size = config.data.image_size
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+      raise ConfigError(f"config.data.image_size: expected (height, width) positive ints, got {size!r}")
+    if protocol == "fine_grained" and size[0] != size[1]:
+      raise ConfigError(f"config.data.image_size: the fine-grained crops are square, got {size!r}")
+  n_test = None
+  if protocol == "digits":
+    num_train = len(config.data.train_classes)
+    if spec.kind == "pair" and config.batch.classes_per_batch > num_train:
+      raise ConfigError(f"config.batch.classes_per_batch: {config.batch.classes_per_batch} classes "
+                        f"per batch but only {num_train} training classes")
+    n_test = 500 * len(config.data.test_classes) if config.data.name == "mnist_5k" else None
   for k in config.eval.ks:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
       raise ConfigError(f"config.eval.ks: every k must be a positive int, got {k!r}")
@@ -129,7 +159,8 @@ def _loss_hparams(config) -> dict:
 
 
 def _model_kwargs(config) -> dict:
-  kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  # "pretrained" is a weights file for the loader, not a module attribute.
+  kwargs = {k: v for k, v in config.model.items() if k not in ("name", "pretrained")}
   if "features" in kwargs:
     kwargs["features"] = tuple(kwargs["features"])
   return kwargs
@@ -151,14 +182,6 @@ def _embed_all(embed, state, images: np.ndarray, batch_size: int, mesh) -> np.nd
   return np.concatenate(out)
 
 
-def _format_table(rows: dict[str, dict[int, float]], ks) -> str:
-  header = f"{'Recall@K (%)':<16}" + "".join(f"{'R@' + str(k):>8}" for k in ks)
-  lines = [header, "-" * len(header)]
-  for name, recall in rows.items():
-    lines.append(f"{name:<16}" + "".join(f"{100 * recall[k]:>8.2f}" for k in ks))
-  return "\n".join(lines)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains per ``config`` (resuming from ``workdir`` if it holds checkpoints), then evaluates.
 
@@ -167,24 +190,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir: checkpoints, ``metrics.jsonl``.
 
   Returns:
-    ``{"recall": {k: R@k}, "raw_pixels": {k: R@k}, "final_loss": float or
-    None, "params": final params, "resumed_from": step or None}``.
+    The protocol's results (digits: ``{"recall": {k: R@k}, "raw_pixels":
+    {k: R@k}}``; fine-grained: ``{"recall"}``; re-ID: ``{"cmc": {k: …},
+    "map", "num_queries"}``; face: ``{"verification": {set: {...}},
+    "tar_at_far"?}``) plus ``"final_loss"`` (float or None), ``"params"``
+    (final params) and ``"resumed_from"`` (step or None).
 
   Raises:
-    ConfigError: a bad config. FileNotFoundError: a missing data file.
+    ConfigError: a bad config. FileNotFoundError (``DatasetNotFoundError``):
+      missing data, with where it was looked for and how to prepare it.
   """
   validate_config(config)
   start_time = time.time()
   is_main = jax.process_index() == 0
   say = print if is_main else (lambda *a, **k: None)
 
-  data = cdata.load_retrieval_data(config.data.name, config.data.path or None,
-                                   train_classes=config.data.train_classes,
-                                   test_classes=config.data.test_classes)
+  pipeline = input_pipeline.make_pipeline(config)
   spec, loss_fn = training.make_loss(config.loss.name, _loss_hparams(config))
   backbone = training.make_backbone(config.model.name, _model_kwargs(config))
   model = training.MetricModel(
-      backbone, num_classes=data.num_train_classes if spec.kind == "class" else 0)
+      backbone, num_classes=pipeline.num_train_classes if spec.kind == "class" else 0)
   opt = config.optimizer
   schedule = training.make_schedule(opt.schedule, base_lr=opt.learning_rate,
                                     num_steps=config.num_steps, warmup_steps=opt.warmup_steps)
@@ -194,7 +219,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = training.make_mesh(config.num_devices or None)
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
-  state = training.create_train_state(model, tx, init_rng, jnp.asarray(data.train_images[:1]))
+  state = training.create_train_state(model, tx, init_rng, jnp.asarray(pipeline.init_images()))
+  if config.model.get("pretrained", ""):
+    state = _load_pretrained(state, config)
   state = jax.device_put(state, training.state_shardings(state, mesh))
 
   os.makedirs(workdir, exist_ok=True)
@@ -218,11 +245,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   metrics = None
   t_log = time.time()
-  for step in range(first_step, config.num_steps):
-    batch = cdata.train_batch(data, step, sampler=sampler,
-                              classes_per_batch=config.batch.classes_per_batch,
-                              images_per_class=config.batch.images_per_class,
-                              seed=config.seed, max_shift=config.data.max_shift)
+  batches = pipeline.train_batches(first_step, config.num_steps, sampler=sampler,
+                                   classes_per_batch=config.batch.classes_per_batch,
+                                   images_per_class=config.batch.images_per_class,
+                                   seed=config.seed)
+  for step, batch in zip(range(first_step, config.num_steps), batches):
     state, metrics = step_fn(state, training.shard_batch(batch, mesh), step_rng)
     done = step + 1
     if done % config.log_every == 0 or done == config.num_steps:
@@ -242,21 +269,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.save(done, state, force=done == config.num_steps)
   ckpt.close()
 
-  embed = training.jit_embed_step(mesh, state)
-  test_emb = _embed_all(embed, state, data.test_images, config.eval.batch_size, mesh)
-  ks = tuple(config.eval.ks)
-  recall = recall_at_k(test_emb, data.test_labels, ks, block_size=config.eval.block_size)
-  raw = recall_at_k(data.test_images.reshape(len(data.test_images), -1), data.test_labels, ks,
-                    block_size=config.eval.block_size)
+  embed_step = training.jit_embed_step(mesh, state)
+  embed = lambda images: _embed_all(embed_step, state, images, config.eval.batch_size, mesh)
+  result, flat, table = pipeline.evaluate(embed, config.loss.name)
   if is_main:
-    log.write({"step": config.num_steps, "event": "eval",
-               **{f"recall@{k}": v for k, v in recall.items()},
-               **{f"raw_pixels_recall@{k}": v for k, v in raw.items()}})
-  say(f"\nRetrieval of the unseen classes {tuple(config.data.test_classes)} "
-      f"({len(data.test_labels)} test images, each query left out of its gallery):")
-  say(_format_table({"raw pixels": raw, config.loss.name: recall}, ks))
+    log.write({"step": config.num_steps, "event": "eval", **flat})
+  say(f"\nEvaluation on {pipeline.description}:")
+  say(table)
   say(f"\nDone in {time.time() - start_time:.1f} s; metrics in "
       f"{os.path.join(workdir, 'metrics.jsonl')}", flush=True)
-  return {"recall": recall, "raw_pixels": raw,
+  return {**result,
           "final_loss": None if metrics is None else float(metrics["loss"]),
           "params": jax.device_get(state.params), "resumed_from": resumed_from}
+
+
+def _load_pretrained(state, config):
+  """Backbone weights from a torchvision ResNet state-dict file (``config.model.pretrained``)."""
+  from circle_jax.models import torchvision_resnet_variables  # pylint: disable=g-import-not-at-top
+  from experiments import weights  # pylint: disable=g-import-not-at-top
+  state_dict = weights.load_state_dict(config.model.pretrained)
+  params, batch_stats = torchvision_resnet_variables(
+      state_dict, {"params": state.params["backbone"],
+                   "batch_stats": state.batch_stats["backbone"]})
+  print(f"Loaded pretrained backbone weights from {config.model.pretrained}", flush=True)
+  return state.replace(params={**state.params, "backbone": params},
+                       batch_stats={**state.batch_stats, "backbone": batch_stats})

@@ -12,6 +12,8 @@ from circle_jax.data._errors import DatasetNotFoundError
 from circle_jax.data._face import load_identity_folders
 from circle_jax.data._face import load_verification_bin
 from circle_jax.data._face import read_verification_bin
+from circle_jax.data._ijb import IjbProtocol
+from circle_jax.data._ijb import load_ijb
 from circle_jax.data._images import decode_image
 from circle_jax.data._images import encode_image
 from circle_jax.data._images import load_image
@@ -58,10 +60,12 @@ __all__ = (
     "FINE_GRAINED",
     "fine_grained_ks",
     "FineGrainedData",
+    "IjbProtocol",
     "ImageSource",
     "load_digits",
     "load_fine_grained",
     "load_identity_folders",
+    "load_ijb",
     "load_image",
     "load_market1501",
     "load_mnist_5k",

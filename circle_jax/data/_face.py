@@ -30,8 +30,8 @@ def load_identity_folders(root: str) -> tuple[tuple[str, ...], np.ndarray, tuple
   Raises:
     DatasetNotFoundError: no such folder, or no image in it.
   """
-  if not os.path.isdir(root):
-    raise DatasetNotFoundError("face_folders", root, FOLDER_HOW, "folder missing")
+  if not root or not os.path.isdir(root):
+    raise DatasetNotFoundError("face_folders", root or "an empty path", FOLDER_HOW, "folder missing")
   paths, labels, names = [], [], []
   for name in sorted(os.listdir(root)):
     sub = os.path.join(root, name)

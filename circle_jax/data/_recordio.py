@@ -83,6 +83,8 @@ class RecordIOReader:
   """
 
   def __init__(self, root: str, name: str = "train"):
+    if not root:
+      raise DatasetNotFoundError("recordio", "an empty path", RECORDIO_HOW)
     self.rec_path = os.path.join(root, f"{name}.rec")
     self.idx_path = os.path.join(root, f"{name}.idx")
     for path in (self.rec_path, self.idx_path):

@@ -106,6 +106,8 @@ def load_market1501(root: str) -> ReidDataset:
   Raises:
     DatasetNotFoundError: a folder is missing (the message says how to prepare it).
   """
+  if not root:
+    raise DatasetNotFoundError("market1501", "an empty path", MARKET1501_HOW)
   for folder in ("bounding_box_train", "query", "bounding_box_test"):
     if not os.path.isdir(os.path.join(root, folder)):
       raise DatasetNotFoundError("market1501", os.path.join(root, folder), MARKET1501_HOW,
@@ -158,6 +160,8 @@ def load_msmt17(root: str, *, include_val: bool = True) -> ReidDataset:
   Raises:
     DatasetNotFoundError: a list file or image folder is missing.
   """
+  if not root:
+    raise DatasetNotFoundError("msmt17", "an empty path", MSMT17_HOW)
   lists = ["list_train.txt", "list_query.txt", "list_gallery.txt"]
   if include_val:
     lists.append("list_val.txt")

@@ -25,11 +25,14 @@ class ImageSource:
   def __len__(self) -> int:
     return len(self.labels)
 
-  def images(self, indices: Sequence[int]) -> np.ndarray:
-    return np.stack([self._one(int(i)) for i in indices]) if len(indices) else np.zeros(
-        (0, *self.size, 3), np.uint8)
+  def images(self, indices: Sequence[int], map_fn=map) -> np.ndarray:
+    """uint8 [n, H, W, 3]; ``map_fn`` (e.g. a thread pool's ``map``) decodes in parallel."""
+    if not len(indices):
+      return np.zeros((0, *self.size, 3), np.uint8)
+    return np.stack(list(map_fn(self.image, [int(i) for i in indices])))
 
-  def _one(self, i: int) -> np.ndarray:
+  def image(self, i: int) -> np.ndarray:
+    """uint8 [H, W, 3] of item ``i``."""
     raise NotImplementedError
 
 
@@ -52,7 +55,7 @@ class FileImageSource(ImageSource):
     if len(self.paths) != len(self.labels):
       raise ValueError(f"FileImageSource: {len(self.paths)} paths but {len(self.labels)} labels")
 
-  def _one(self, i: int) -> np.ndarray:
+  def image(self, i: int) -> np.ndarray:
     return load_image(self.paths[i], self.size)
 
 
@@ -67,7 +70,7 @@ class RecordIOImageSource(ImageSource):
     if len(self.keys) != len(self.labels):
       raise ValueError(f"RecordIOImageSource: {len(self.keys)} keys but {len(self.labels)} labels")
 
-  def _one(self, i: int) -> np.ndarray:
+  def image(self, i: int) -> np.ndarray:
     _, data = self.reader.read(int(self.keys[i]))
     return decode_image(data, self.size)
 
@@ -82,5 +85,9 @@ class ArrayImageSource(ImageSource):
     self.labels = np.asarray(labels, np.int32)
     self.size = tuple(self.array.shape[1:3])
 
-  def images(self, indices) -> np.ndarray:
+  def images(self, indices, map_fn=map) -> np.ndarray:
+    del map_fn  # already decoded
     return self.array[np.asarray(indices, np.int64)]
+
+  def image(self, i: int) -> np.ndarray:
+    return self.array[i]

@@ -1,0 +1,32 @@
+r"""Face recognition, Circle loss, class-level labels, γ = 256, m = 0.25; ResNet-34 or ResNet-100.
+
+Paper setting (§4.1): MS-Celeb-1M cleaned (MS1M-style RecordIO pack), 112×112
+aligned crops, 512-d embeddings, SGD lr 0.1 ÷10 at 50 / 70 / 90 %, 182k
+iterations. Evaluation: 10-fold accuracy on the ``.bin`` verification sets
+(LFW, CFP-FP, AgeDB-30; flip-fused embeddings) and, with ``data.ijb_path``,
+IJB-C 1:1 TAR@FAR.
+
+Command (``r34`` or ``r100``):
+
+  python -m experiments.main --config experiments/configs/face_circle.py:r100 \
+      --workdir /tmp/face_circle_r100 --config.data.path=/data/faces_emore \
+      --config.data.val_path=/data/faces_emore
+
+Runlocal (tiny ResNet, 32×32, 8 steps; a CPU minute; any pack or folder tree):
+
+  python -m experiments.main --config experiments/configs/face_circle.py:local \
+      --workdir /tmp/face_circle_local --config.data.path=<pack> --config.data.val_path=<bins>
+
+Compute: 182k steps × 512 images; see the README's table of settings.
+Paper's numbers to compare with (v2, Tables 1–2):
+  MegaFace rank-1 97.81 (R34) / 98.50 (R100); LFW / YTF / CFP-FP (R34) 99.73 / 96.38 / 96.02;
+  IJB-C TAR@FAR 1e-3 / 1e-4 / 1e-5: R34 96.04 / 93.44 / 86.78, R100 96.29 / 93.95 / 89.60.
+"""
+
+import ml_collections
+
+from experiments.configs import paper
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return paper.face("circle_class", arg, gamma=256.0, margin=0.25)

@@ -12,7 +12,7 @@ Command (``r34`` or ``r100``):
       --workdir /tmp/face_normface_r100 --config.data.path=/data/faces_emore \
       --config.data.val_path=/data/faces_emore
 
-Runlocal (tiny ResNet, 32×32, 8 steps; a CPU minute; any pack or folder tree):
+Runlocal (small CNN, 32×32, 8 steps; a CPU minute; any pack or folder tree):
 
   python -m experiments.main --config experiments/configs/face_normface.py:local \
       --workdir /tmp/face_normface_local --config.data.path=<pack> --config.data.val_path=<bins>

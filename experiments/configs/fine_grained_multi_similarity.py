@@ -14,7 +14,7 @@ where the dataset was prepared (``tfds build caltech_birds2011``):
       --workdir /tmp/fine_grained_multi_similarity_cub --config.data.path=/data/tensorflow_datasets \
       --config.model.pretrained=/data/resnet50.pth
 
-Runlocal (tiny ResNet, 32×32 crops, 8 steps; a CPU minute):
+Runlocal (small CNN, 32×32 crops, 8 steps; a CPU minute):
 
   python -m experiments.main --config experiments/configs/fine_grained_multi_similarity.py:cub200,local \
       --workdir /tmp/fine_grained_multi_similarity_local --config.data.path=/data/tensorflow_datasets

@@ -11,7 +11,7 @@ Command (``market1501`` or ``msmt17``), with torchvision's ResNet-50 weights
       --workdir /tmp/reid_circle_market --config.data.path=/data/Market-1501-v15.09.15 \
       --config.model.pretrained=/data/resnet50.pth
 
-Runlocal (tiny ResNet, 32×16 crops, 8 steps; a CPU minute):
+Runlocal (small CNN, 32×16 crops, 8 steps; a CPU minute):
 
   python -m experiments.main --config experiments/configs/reid_circle.py:market1501,local \
       --workdir /tmp/reid_circle_local --config.data.path=<Market-1501 folder>

@@ -1,0 +1,176 @@
+"""Every paper-setting config: the paper's hyper-parameters, and its runlocal variant end to end
+on synthetic folders / RecordIO packs / .bin files / mocked TFDS data."""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from circle_jax import data as cdata
+from circle_jax import training
+from experiments import train
+from tests.data import fake_datasets as fake
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FACE = ["face_circle", "face_am_softmax", "face_arcface", "face_normface", "face_softmax"]
+REID = ["reid_circle", "reid_am_softmax"]
+FINE = ["fine_grained_circle", "fine_grained_multi_similarity"]
+
+# (config, arg) → the loss and hyper-parameters the paper states (§4.1 and its baselines).
+PAPER = {
+    "face_circle": ("circle_class", {"gamma": 256.0, "margin": 0.25}),
+    "face_am_softmax": ("am_softmax", {"gamma": 64.0, "margin": 0.35}),
+    "face_arcface": ("arcface", {"gamma": 64.0, "margin": 0.5}),
+    "face_normface": ("normface", {"gamma": 64.0}),
+    "face_softmax": ("softmax", {}),
+    "reid_circle": ("circle_class", {"gamma": 128.0, "margin": 0.25}),
+    "reid_am_softmax": ("am_softmax", {"gamma": 64.0, "margin": 0.35}),
+    "fine_grained_circle": ("circle_pair", {"gamma": 80.0, "margin": 0.4}),
+    "fine_grained_multi_similarity": ("multi_similarity", {"alpha": 2.0, "beta": 50.0, "base": 0.5}),
+}
+VARIANTS = {"face": ("r34", "r100"), "reid": ("market1501", "msmt17"),
+            "fine": ("cub200", "cars196", "sop")}
+
+
+def _config(name, arg):
+  return importlib.import_module(f"experiments.configs.{name}").get_config(arg)
+
+
+def _kind(name):
+  return "face" if name in FACE else "reid" if name in REID else "fine"
+
+
+@pytest.mark.parametrize("name", FACE + REID + FINE)
+def test_full_configs_have_the_papers_settings(name):
+  loss, hparams = PAPER[name]
+  for variant in VARIANTS[_kind(name)]:
+    c = _config(name, variant)
+    train.validate_config(c)
+    assert c.loss.name == loss
+    for k, v in hparams.items():
+      assert c.loss[k] == v, (name, k)
+    assert c.model.embedding_dim == 512
+    if name in FACE:
+      assert c.model.name == {"r34": "resnet34", "r100": "face_resnet100"}[variant]
+      assert (c.num_steps, c.optimizer.learning_rate, c.optimizer.schedule) == (182_000, 0.1, "step")
+      assert tuple(c.data.image_size) == (112, 112)
+    elif name in REID:
+      assert c.model.name == "resnet50" and c.data.name == variant
+      assert tuple(c.eval.ks) == (1, 5, 10)
+    else:
+      assert (c.batch.classes_per_batch, c.batch.images_per_class) == (16, 5)
+      assert tuple(c.eval.ks) == ((1, 10, 100, 1000) if variant == "sop" else (1, 2, 4, 8))
+      assert c.data.download is False
+  with pytest.raises(ValueError, match="local"):
+    _config(name, "nonsense")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+  root = tmp_path_factory.mktemp("paper_data")
+  fake.write_market1501(str(root / "market"), train_ids=(1, 2, 3, 4, 5), test_ids=(6, 7, 8))
+  fake.write_msmt17(str(root / "msmt"))
+  fake.write_recordio_pack(str(root / "pack"), [5, 6, 4, 5, 6])
+  fake.write_identity_folders(str(root / "folders"), [4, 5, 4, 5])
+  os.makedirs(root / "bins")
+  for name in ("lfw", "cfp_fp"):
+    fake.write_verification_bin(str(root / "bins" / f"{name}.bin"), 20)
+  return root
+
+
+def _local(name, arg, **overrides):
+  c = _config(name, arg)
+  c.num_devices = 1
+  c.num_steps = 4
+  c.checkpoint_every = 4
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def _check_log(workdir, keys):
+  records = training.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  losses = [r["loss"] for r in records if "loss" in r]
+  assert losses and all(np.isfinite(losses))
+  assert records[-1]["event"] == "eval"
+  for k in keys:
+    assert k in records[-1], k
+
+
+@pytest.mark.parametrize("name", FACE)
+def test_face_runlocal_end_to_end(name, synthetic, tmp_path):
+  # Half of the face configs read the RecordIO pack, half the identity folders.
+  data_name = "face_recordio" if FACE.index(name) % 2 == 0 else "face_folders"
+  c = _local(name, "local", **{
+      "data.name": data_name,
+      "data.path": str(synthetic / ("pack" if data_name == "face_recordio" else "folders")),
+      "data.val_path": str(synthetic / "bins"), "data.val_sets": ("lfw", "cfp_fp")})
+  r = train.train_and_evaluate(c, str(tmp_path))
+  for s in ("lfw", "cfp_fp"):
+    v = r["verification"][s]
+    assert 0 <= v["accuracy"] <= 1 and len(v["fold_accuracies"]) == 10
+  _check_log(str(tmp_path), ["lfw_accuracy", "cfp_fp_accuracy"])
+
+
+@pytest.mark.parametrize("name, variant", [("reid_circle", "market1501"),
+                                           ("reid_am_softmax", "msmt17")])
+def test_reid_runlocal_end_to_end(name, variant, synthetic, tmp_path):
+  c = _local(name, f"{variant},local",
+             **{"data.path": str(synthetic / ("market" if variant == "market1501" else "msmt"))})
+  r = train.train_and_evaluate(c, str(tmp_path))
+  assert r["num_queries"] > 0 and 0 <= r["map"] <= 1
+  assert set(r["cmc"]) == {1, 5, 10} and r["cmc"][1] <= r["cmc"][5] <= r["cmc"][10]
+  _check_log(str(tmp_path), ["cmc@1", "map"])
+
+
+@pytest.mark.parametrize("name, variant", [("fine_grained_circle", "cub200"),
+                                           ("fine_grained_multi_similarity", "sop")])
+def test_fine_grained_runlocal_end_to_end_on_mock_tfds(name, variant, tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from tests.data import test_tfds  # pylint: disable=g-import-not-at-top
+  if variant == "sop":
+    labels = {"train": np.repeat(np.arange(6), 5), "test": np.repeat(np.arange(6, 12), 5)}
+    mock = test_tfds._mock(labels, "class_id", bbox=False, sizes=(20, 12))
+  else:
+    labels = {"train": np.repeat(np.arange(6), 5), "test": np.repeat(np.arange(100, 106), 5)}
+    mock = test_tfds._mock(labels, sizes=(20, 12))
+  c = _local(name, f"{variant},local", **{"data.crop_to_bbox": variant == "cub200"})
+  with tfds.testing.mock_data(as_dataset_fn=mock):
+    r = train.train_and_evaluate(c, str(tmp_path))
+  ks = (1, 10) if variant == "sop" else (1, 2, 4, 8)   # K < 30 test images
+  assert tuple(r["recall"]) == ks and all(0 <= v <= 1 for v in r["recall"].values())
+  _check_log(str(tmp_path), ["recall@1"])
+
+
+def test_missing_data_errors_say_where_and_how(tmp_path):
+  c = _local("reid_circle", "market1501,local", **{"data.path": str(tmp_path / "nowhere")})
+  with pytest.raises(cdata.DatasetNotFoundError, match=r"nowhere.*To prepare it: unpack"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  c = _local("face_circle", "local")
+  with pytest.raises(cdata.DatasetNotFoundError, match=r"empty path.*train.rec"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+
+
+def test_command_line_with_a_config_arg_reports_missing_data(tmp_path):
+  cmd = [sys.executable, "-m", "experiments.main",
+         "--config", "experiments/configs/reid_circle.py:msmt17,local",
+         "--workdir", str(tmp_path), f"--config.data.path={tmp_path / 'MSMT17'}"]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  assert "error: msmt17: no data at" in out.stderr and "list_train.txt" in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_unknown_dataset_name_is_a_config_error():
+  c = _config("reid_circle", "local")
+  c.data.name = "market"
+  with pytest.raises(train.ConfigError, match=r"config.data.name: unknown dataset 'market'"):
+    train.validate_config(c)

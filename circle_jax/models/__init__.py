@@ -12,6 +12,7 @@ from circle_jax.models._resnet import ResNet
 from circle_jax.models._resnet import RESNET_STAGES
 from circle_jax.models._resnet import resnet
 from circle_jax.models._small_cnn import SmallCNN
+from circle_jax.models._torchvision import torchvision_resnet_variables
 
 __all__ = (
     "BasicBlock",
@@ -21,4 +22,5 @@ __all__ = (
     "ResNet",
     "SmallCNN",
     "resnet",
+    "torchvision_resnet_variables",
 )

@@ -12,6 +12,12 @@ from circle_jax.models._head import EmbeddingHead
 
 # name → (block, stage depths). The "face" depths are those of the ResNets
 # used for face recognition (ArcFace's IR-50/100), built from basic blocks.
+# Explicit symmetric padding, as in torchvision: "SAME" would pad a stride-2
+# layer on the bottom/right only, which shifts every feature map by a pixel and
+# makes imported torchvision weights compute something else.
+_PAD1 = ((1, 1), (1, 1))
+_PAD3 = ((3, 3), (3, 3))
+
 RESNET_STAGES = {
     "resnet18": ("basic", (2, 2, 2, 2)),
     "resnet34": ("basic", (3, 4, 6, 3)),
@@ -42,9 +48,9 @@ class BasicBlock(nn.Module):
   def __call__(self, x, *, train: bool):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, dtype=self.dtype)
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-    y = conv(self.features, (3, 3), strides=self.strides, name="conv1")(x)
+    y = conv(self.features, (3, 3), strides=self.strides, padding=_PAD1, name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
-    y = conv(self.features, (3, 3), name="conv2")(y)
+    y = conv(self.features, (3, 3), padding=_PAD1, name="conv2")(y)
     # Zero-initialised last BN scale: each block starts as the identity.
     y = norm(scale_init=nn.initializers.zeros, name="bn2")(y)
     if x.shape[-1] != self.features or self.strides != 1:
@@ -72,7 +78,8 @@ class BottleneckBlock(nn.Module):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, dtype=self.dtype)
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
     y = nn.relu(norm(name="bn1")(conv(self.features, (1, 1), name="conv1")(x)))
-    y = nn.relu(norm(name="bn2")(conv(self.features, (3, 3), strides=self.strides, name="conv2")(y)))
+    y = nn.relu(norm(name="bn2")(conv(self.features, (3, 3), strides=self.strides, padding=_PAD1,
+                                      name="conv2")(y)))
     y = norm(scale_init=nn.initializers.zeros, name="bn3")(conv(self.features * 4, (1, 1), name="conv3")(y))
     if x.shape[-1] != self.features * 4 or self.strides != 1:
       x = norm(name="proj_bn")(conv(self.features * 4, (1, 1), strides=self.strides, name="proj")(x))
@@ -90,6 +97,8 @@ class ResNet(nn.Module):
     dropout_rate: dropout in the head.
     small_input: a 3×3 stride-1 stem without max-pool, for inputs such as
       112×112 faces or 32×32 images; ``False`` is the ImageNet 7×7/2 stem + pool.
+    head: ``False`` returns the pooled backbone features (no embedding head),
+      e.g. to compare with a torchvision ResNet before its ``fc``.
     dtype: computation dtype.
 
   Example:
@@ -107,6 +116,7 @@ class ResNet(nn.Module):
   embedding_dim: int = 512
   dropout_rate: float = 0.0
   small_input: bool = False
+  head: bool = True
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -117,18 +127,22 @@ class ResNet(nn.Module):
       raise ValueError(f"ResNet: block must be one of {sorted(blocks)}, got {self.block!r}")
     x = x.astype(self.dtype)
     if self.small_input:
-      x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype, name="stem")(x)
+      x = nn.Conv(self.width, (3, 3), padding=_PAD1, use_bias=False, dtype=self.dtype,
+                  name="stem")(x)
     else:
-      x = nn.Conv(self.width, (7, 7), strides=2, use_bias=False, dtype=self.dtype, name="stem")(x)
+      x = nn.Conv(self.width, (7, 7), strides=2, padding=_PAD3, use_bias=False, dtype=self.dtype,
+                  name="stem")(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, dtype=self.dtype, name="stem_bn")(x))
     if not self.small_input:
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_PAD1)
     for i, n in enumerate(self.stage_sizes):
       for j in range(n):
         strides = 2 if i > 0 and j == 0 else 1
         x = blocks[self.block](self.width * 2**i, strides, self.dtype, name=f"stage{i}_block{j}")(
             x, train=train)
     x = jnp.mean(x, axis=(1, 2))
+    if not self.head:
+      return x.astype(jnp.float32)
     return EmbeddingHead(self.embedding_dim, self.dropout_rate, self.dtype, name="head")(
         x, train=train)
 

@@ -170,3 +170,30 @@ def test_pretrained_file_loads_through_the_training_config(tmp_path):
                                 ref.layer2[0].downsample[0].weight.detach().numpy())
   with pytest.raises(FileNotFoundError, match="no weights file"):
     weights.load_state_dict(str(tmp_path / "missing.pth"))
+
+  # experiments.train: config.model.pretrained fills the backbone of a MetricModel's
+  # state and leaves the class proxies (and the head) alone.
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from experiments import train  # pylint: disable=g-import-not-at-top
+
+  @dataclasses.dataclass(frozen=True)
+  class State:
+    params: dict
+    batch_stats: dict
+
+    def replace(self, **kw):
+      return dataclasses.replace(self, **kw)
+
+  v = _shapes(ResNet(stage_sizes=(1, 1), width=8, embedding_dim=4))
+  concrete = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), v)
+  proxies = np.ones((3, 4), np.float32)
+  state = State({"backbone": concrete["params"], "class_weights": proxies},
+                {"backbone": concrete["batch_stats"]})
+  config = ml_collections.ConfigDict({"model": {"pretrained": path}})
+  new = train._load_pretrained(state, config)
+  np.testing.assert_array_equal(new.params["backbone"]["stage1_block0"]["proj"]["kernel"],
+                                sd["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(new.batch_stats["backbone"]["stem_bn"]["var"],
+                                sd["bn1.running_var"])
+  assert new.params["class_weights"] is proxies

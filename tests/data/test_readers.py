@@ -2,6 +2,8 @@
 
 import io
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -115,3 +117,12 @@ def test_identity_folders(tmp_path):
   assert all(os.path.basename(os.path.dirname(p)) == names[y] for p, y in zip(paths, labels))
   with pytest.raises(cdata.DatasetNotFoundError, match="one folder per"):
     cdata.load_identity_folders(str(tmp_path / "missing"))
+
+
+def test_importing_the_library_loads_no_tensorflow_torch_or_pillow():
+  code = ("import sys, circle_jax, circle_jax.data, circle_jax.metrics, circle_jax.models; "
+          "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', "
+          "'tensorflow_datasets', 'torch', 'PIL'}))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == "[]"

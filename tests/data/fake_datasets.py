@@ -158,3 +158,24 @@ def write_identity_folders(root, counts, size=(16, 16)):
     for k in range(n):
       with open(os.path.join(d, f"{k}.png"), "wb") as f:
         f.write(image_bytes(9000 + 100 * ident + k, size))
+
+
+def write_ijb(root, *, templates=6, images_per_template=3, size=(16, 16), name="ijbc"):
+  """An IJB-style tree: meta/<name>_face_tid_mid.txt, meta/<name>_template_pair_label.txt,
+  loose_crop/<image>.png; returns (rows of (image, template, media), pairs of (t1, t2, label))."""
+  os.makedirs(os.path.join(root, "meta"))
+  os.makedirs(os.path.join(root, "loose_crop"))
+  rows = []
+  for t in range(templates):
+    for k in range(images_per_template):
+      img = f"{t}_{k}.png"
+      with open(os.path.join(root, "loose_crop", img), "wb") as f:
+        f.write(image_bytes(7000 + 10 * t + k, size))
+      rows.append((img, 100 + t, 1000 + 10 * t + k // 2))   # two media per template
+  pairs = [(100 + a, 100 + b, int(a // 2 == b // 2)) for a in range(templates)
+           for b in range(a + 1, templates)]
+  with open(os.path.join(root, "meta", f"{name}_face_tid_mid.txt"), "w") as f:
+    f.writelines(f"{img} {t} {m}\n" for img, t, m in rows)
+  with open(os.path.join(root, "meta", f"{name}_template_pair_label.txt"), "w") as f:
+    f.writelines(f"{a} {b} {y}\n" for a, b, y in pairs)
+  return rows, pairs

@@ -126,3 +126,14 @@ def test_importing_the_library_loads_no_tensorflow_torch_or_pillow():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip() == "[]"
+
+
+def test_ijb_meta_files(tmp_path):
+  rows, pairs = fake.write_ijb(str(tmp_path))
+  p = cdata.load_ijb(str(tmp_path))
+  assert [os.path.basename(x) for x in p.image_paths] == [r[0] for r in rows]
+  assert p.template_ids.tolist() == [r[1] for r in rows]
+  assert p.media_ids.tolist() == [r[2] for r in rows]
+  assert list(zip(p.pairs_a.tolist(), p.pairs_b.tolist(), p.issame.astype(int).tolist())) == pairs
+  with pytest.raises(cdata.DatasetNotFoundError, match="ijbb_face_tid_mid.txt"):
+    cdata.load_ijb(str(tmp_path), name="ijbb")

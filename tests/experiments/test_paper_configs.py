@@ -79,6 +79,7 @@ def synthetic(tmp_path_factory):
   os.makedirs(root / "bins")
   for name in ("lfw", "cfp_fp"):
     fake.write_verification_bin(str(root / "bins" / f"{name}.bin"), 20)
+  fake.write_ijb(str(root / "ijbc"))
   return root
 
 
@@ -113,11 +114,18 @@ def test_face_runlocal_end_to_end(name, synthetic, tmp_path):
       "data.name": data_name,
       "data.path": str(synthetic / ("pack" if data_name == "face_recordio" else "folders")),
       "data.val_path": str(synthetic / "bins"), "data.val_sets": ("lfw", "cfp_fp")})
+  if name == "face_circle":  # one run also evaluates IJB-C-style template pairs
+    c.data.ijb_path = str(synthetic / "ijbc")
+    c.eval.fars = (0.1, 0.5)
   r = train.train_and_evaluate(c, str(tmp_path))
   for s in ("lfw", "cfp_fp"):
     v = r["verification"][s]
     assert 0 <= v["accuracy"] <= 1 and len(v["fold_accuracies"]) == 10
   _check_log(str(tmp_path), ["lfw_accuracy", "cfp_fp_accuracy"])
+  if name == "face_circle":
+    assert set(r["tar_at_far"]) == {0.1, 0.5}
+    assert all(0 <= v <= 1 for v in r["tar_at_far"].values())
+    _check_log(str(tmp_path), ["tar@far=0.1"])
 
 
 @pytest.mark.parametrize("name, variant", [("reid_circle", "market1501"),

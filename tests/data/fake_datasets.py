@@ -179,3 +179,32 @@ def write_ijb(root, *, templates=6, images_per_template=3, size=(16, 16), name="
   with open(os.path.join(root, "meta", f"{name}_template_pair_label.txt"), "w") as f:
     f.writelines(f"{a} {b} {y}\n" for a, b, y in pairs)
   return rows, pairs
+
+
+def tfds_as_dataset_fn(labels_by_split, label_key="label", bbox=True, sizes=None):
+  """An ``as_dataset_fn`` for ``tfds.testing.mock_data``: tiny encoded PNGs with the given
+  labels per split (so P×K batches have positives). With ``sizes`` = (h, w), each image is
+  filled with its label value (mod 256), so pixels can be traced back to labels."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
+    del self, decoders, read_config, shuffle_files
+    labels = labels_by_split[str(split)]
+    n = len(labels)
+    h, w = sizes if sizes else (6, 4)
+    if sizes:
+      png = [_constant_png(h, w, int(v) % 256) for v in labels]
+    else:
+      png = [_constant_png(h, w, 0)] * n
+    feats = {"image": np.array(png, object), label_key: np.asarray(labels, np.int64)}
+    if bbox:
+      feats["bbox"] = np.tile(np.array([[0.0, 0.0, 0.5, 1.0]], np.float32), (n, 1))
+    return tf.data.Dataset.from_tensor_slices(feats)
+
+  return as_dataset
+
+
+def _constant_png(h, w, value) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(np.full((h, w, 3), value, np.uint8)).save(buf, format="PNG")
+  return buf.getvalue()

@@ -1,27 +1,19 @@
 """TFDS fine-grained pipelines under tfds.testing.mock_data (no data, no download)."""
 
-import io
-
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
-from PIL import Image  # noqa: E402
 
 from circle_jax import data as cdata  # noqa: E402
+from tests.data.fake_datasets import tfds_as_dataset_fn as _mock  # noqa: E402
 
 # Per-split sizes of the real datasets and the class-half counts of the protocol.
 REAL = {
     "cub200": {"train": 5994, "test": 5794, "classes": 200, "first_half": 5864, "second_half": 5924},
     "cars196": {"train": 8144, "test": 8041, "classes": 196, "first_half": 8054, "second_half": 8131},
 }
-
-
-def _png(h, w, value):
-  buf = io.BytesIO()
-  Image.fromarray(np.full((h, w, 3), value, np.uint8)).save(buf, format="PNG")
-  return buf.getvalue()
 
 
 def _labels_with_half_counts(rng, spec):
@@ -33,22 +25,6 @@ def _labels_with_half_counts(rng, spec):
   second = np.concatenate([second, half + np.arange(spec["second_half"] - len(second))])
   both = rng.permutation(np.concatenate([first, second]))
   return {"train": both[:spec["train"]], "test": both[spec["train"]:]}
-
-
-def _mock(labels_by_split, label_key="label", bbox=True, sizes=None):
-  """An as_dataset_fn yielding tiny encoded images with the given labels per split."""
-  def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
-    del decoders, read_config, shuffle_files
-    labels = labels_by_split[str(split)]
-    n = len(labels)
-    h, w = sizes if sizes else (6, 4)
-    png = np.array([_png(h, w, int(v) % 256) for v in labels], object) if sizes else np.array(
-        [_png(h, w, 0)] * n, object)
-    feats = {"image": png, label_key: np.asarray(labels, np.int64)}
-    if bbox:
-      feats["bbox"] = np.tile(np.array([[0.0, 0.0, 0.5, 1.0]], np.float32), (n, 1))
-    return tf.data.Dataset.from_tensor_slices(feats)
-  return as_dataset
 
 
 @pytest.mark.parametrize("name", ["cub200", "cars196"])

@@ -143,13 +143,12 @@ def test_reid_runlocal_end_to_end(name, variant, synthetic, tmp_path):
                                            ("fine_grained_multi_similarity", "sop")])
 def test_fine_grained_runlocal_end_to_end_on_mock_tfds(name, variant, tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
-  from tests.data import test_tfds  # pylint: disable=g-import-not-at-top
   if variant == "sop":
     labels = {"train": np.repeat(np.arange(6), 5), "test": np.repeat(np.arange(6, 12), 5)}
-    mock = test_tfds._mock(labels, "class_id", bbox=False, sizes=(20, 12))
+    mock = fake.tfds_as_dataset_fn(labels, "class_id", bbox=False, sizes=(20, 12))
   else:
     labels = {"train": np.repeat(np.arange(6), 5), "test": np.repeat(np.arange(100, 106), 5)}
-    mock = test_tfds._mock(labels, sizes=(20, 12))
+    mock = fake.tfds_as_dataset_fn(labels, sizes=(20, 12))
   c = _local(name, f"{variant},local", **{"data.crop_to_bbox": variant == "cub200"})
   with tfds.testing.mock_data(as_dataset_fn=mock):
     r = train.train_and_evaluate(c, str(tmp_path))

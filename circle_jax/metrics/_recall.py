@@ -11,13 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-
-def _normalise(x: jax.Array) -> jax.Array:
-  # A zero vector has no direction: it stays zero (cosine 0 to everything)
-  # instead of dividing by ~0.
-  sq = jnp.sum(x * x, axis=-1, keepdims=True)
-  safe = jnp.where(sq > 0, sq, 1.0)
-  return jnp.where(sq > 0, x * jax.lax.rsqrt(safe), 0.0)
+from circle_jax.metrics._checks import normalise as _normalise
 
 
 @functools.partial(jax.jit, static_argnames=("ks",))

@@ -40,6 +40,16 @@ def _loss(name: str, **hparams) -> ml_collections.ConfigDict:
   return loss
 
 
+def _model(name: str, *, small_input: bool) -> ml_collections.ConfigDict:
+  model = ml_collections.ConfigDict()
+  model.name = name
+  model.embedding_dim = 512
+  model.small_input = small_input
+  model.dropout_rate = 0.0
+  model.pretrained = ""
+  return model
+
+
 def _local_model(config, embedding_dim: int = 32) -> None:
   # A two-stage CNN: it compiles in seconds, so the runlocal check is about
   # the data, the loss and the protocol, not about waiting for XLA.
@@ -84,12 +94,8 @@ def face(loss_name: str, arg: str | None, **hparams) -> ml_collections.ConfigDic
   # Shuffled batches of P·K = 512 (class-level losses need no P×K structure).
   config.batch.classes_per_batch = 128
   config.batch.images_per_class = 4
-  config.model = ml_collections.ConfigDict()
-  config.model.name = "resnet34" if variant == "r34" else "face_resnet100"
-  config.model.embedding_dim = 512
-  config.model.small_input = True         # 3×3 stride-1 stem for 112×112 crops
-  config.model.dropout_rate = 0.0
-  config.model.pretrained = ""
+  # 3×3 stride-1 stem for 112×112 crops.
+  config.model = _model("resnet34" if variant == "r34" else "face_resnet100", small_input=True)
   config.loss = _loss(loss_name, **hparams)
   config.optimizer.name = "sgd"
   config.optimizer.learning_rate = 0.1
@@ -130,12 +136,8 @@ def reid(loss_name: str, arg: str | None, **hparams) -> ml_collections.ConfigDic
   config.data.num_workers = 16
   config.batch.classes_per_batch = 16
   config.batch.images_per_class = 4
-  config.model = ml_collections.ConfigDict()
-  config.model.name = "resnet50"
-  config.model.embedding_dim = 512
-  config.model.small_input = False
-  config.model.dropout_rate = 0.0
-  config.model.pretrained = ""            # torchvision resnet50 state-dict file (recommended)
+  # model.pretrained: a torchvision resnet50 state-dict file (recommended).
+  config.model = _model("resnet50", small_input=False)
   config.loss = _loss(loss_name, **hparams)
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 3.5e-4
@@ -175,12 +177,9 @@ def fine_grained(loss_name: str, arg: str | None, **hparams) -> ml_collections.C
   config.data.min_crop_area = 0.16        # random resized crop: area in [0.16, 1]
   config.batch.classes_per_batch = 16     # P
   config.batch.images_per_class = 5       # K
-  config.model = ml_collections.ConfigDict()
-  config.model.name = "resnet50"          # the paper uses BN-Inception
-  config.model.embedding_dim = 512
-  config.model.small_input = False
-  config.model.dropout_rate = 0.0
-  config.model.pretrained = ""            # torchvision resnet50 state-dict file (recommended)
+  # The paper uses BN-Inception. model.pretrained: a torchvision resnet50
+  # state-dict file (recommended).
+  config.model = _model("resnet50", small_input=False)
   config.loss = _loss(loss_name, **hparams)
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 1e-4

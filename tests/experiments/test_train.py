@@ -145,3 +145,76 @@ def test_command_line_reports_a_bad_config_clearly(tmp_path):
   assert out.returncode != 0
   assert "error: config.loss: unknown loss name 'circel'" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def _main_command(workdir, num_steps):
+  """``experiments.main`` on a tiny model, checkpointing every 10 steps."""
+  return [sys.executable, "-m", "experiments.main", "--config", "experiments/configs/default.py",
+          "--workdir", str(workdir), f"--config.num_steps={num_steps}", "--config.num_devices=1",
+          "--config.log_every=10", "--config.checkpoint_every=10", "--config.max_checkpoints=2",
+          "--config.model.features=(4,)", "--config.model.embedding_dim=8",
+          "--config.batch.classes_per_batch=2", "--config.batch.images_per_class=4",
+          "--config.optimizer.warmup_steps=0"]
+
+
+def _env():
+  # One XLA CPU device, as the in-process tests see it.
+  return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+
+
+def _checkpointed_steps(workdir):
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    return []
+  # Orbax writes into a temporary name and renames to the bare step when complete.
+  return sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
+
+
+def _untimed(records):
+  """The records without their wall-clock fields, which differ between any two runs."""
+  return [{k: v for k, v in r.items() if k != "steps_per_second"} for r in records]
+
+
+def test_a_run_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
+  import signal
+  import time
+
+  num_steps = 400
+  whole = tmp_path / "whole"
+  out = subprocess.run(_main_command(whole, num_steps), cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  expected = training.read_jsonl(whole / "metrics.jsonl")
+
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(_main_command(killed, num_steps), cwd=ROOT, env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  try:
+    while not _checkpointed_steps(killed) and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.002)
+    still_running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert still_running, "the run finished before it could be killed; raise num_steps"
+  assert proc.returncode == -signal.SIGKILL
+  saved = _checkpointed_steps(killed)
+  assert saved and saved[-1] < num_steps
+  before = training.read_jsonl(killed / "metrics.jsonl")     # every line parses: none torn
+  assert _untimed(before) == _untimed(expected[:len(before)])  # each the uninterrupted value
+
+  out = subprocess.run(_main_command(killed, num_steps), cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  resumed_from = saved[-1]
+  assert f"Resumed from the checkpoint of step {resumed_from}" in out.stdout
+  after = training.read_jsonl(killed / "metrics.jsonl")
+  assert after[:len(before)] == before                       # nothing written is lost
+  assert after[len(before)] == {"event": "resume", "step": resumed_from}
+  # From the checkpoint on, the same losses, and at the end the same Recall@K, to the bit.
+  redone = after[len(before) + 1:]
+  assert _untimed(redone) == _untimed([r for r in expected if r["step"] > resumed_from])
+  assert redone[-1]["event"] == "eval"

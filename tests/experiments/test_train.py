@@ -221,3 +221,19 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_one(tm
   redone = after[len(before) + 1:]
   assert _untimed(redone) == _untimed([r for r in expected if r["step"] > resumed_from])
   assert redone[-1]["event"] == "eval"
+
+
+@pytest.mark.parametrize("name", ["default", "circle_class", "triplet", "multi_similarity",
+                                  "am_softmax", "arcface"])
+def test_compare_losses_closed_set_protocol_keeps_the_loss(name):
+  import importlib
+  from experiments import compare_losses
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  loss = config.loss.to_dict()
+  assert compare_losses.with_protocol(config, "class_disjoint") is config
+  config = compare_losses.with_protocol(config, "closed_set")
+  train.validate_config(config)
+  assert config.loss.to_dict() == loss
+  assert config.data.split == "by_image" and tuple(config.data.test_classes) == tuple(range(10))
+  assert config.batch.classes_per_batch == 10
+  assert config.optimizer.learning_rate == closed_set.get_config().optimizer.learning_rate

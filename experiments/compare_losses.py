@@ -8,7 +8,8 @@ Command, from the repository root:
 Each config runs in ``workdir/<config name>`` (resumable like main.py); the
 table is also written to ``workdir/recall.md``. ``--protocol=closed_set``
 gives every loss the split, batches, schedule and learning rate of
-``experiments/configs/closed_set.py`` (the loss's own hyper-parameters stay).
+``experiments/configs/closed_set.py`` (``closed_set.apply``; the loss's own
+hyper-parameters stay).
 """
 
 import contextlib
@@ -20,6 +21,7 @@ import time
 from absl import app
 from absl import flags
 
+from experiments import absl_logging
 from experiments import train
 from experiments.configs import closed_set
 
@@ -38,25 +40,14 @@ _NAMES = {"default": "Circle pair-wise", "circle_class": "Circle class-level",
           "am_softmax": "AM-Softmax", "arcface": "ArcFace"}
 
 
-def with_protocol(config, protocol: str):
-  """``config`` with the data, batch and schedule of ``protocol`` (its loss unchanged)."""
-  if protocol == "class_disjoint":
-    return config
-  setup = closed_set.get_config()
-  config.data = setup.data
-  config.batch = setup.batch
-  config.num_steps = setup.num_steps
-  config.checkpoint_every = setup.checkpoint_every
-  config.optimizer.learning_rate = setup.optimizer.learning_rate
-  return config
-
-
 def main(argv):
+  absl_logging.quiet_library_logs()
   del argv
   rows, raw, ks = {}, None, None
   for name in FLAGS.configs:
     config = importlib.import_module(f"experiments.configs.{name}").get_config()
-    config = with_protocol(config, FLAGS.protocol)
+    if FLAGS.protocol == "closed_set":
+      config = closed_set.apply(config)
     ks = tuple(config.eval.ks)
     start = time.time()
     with contextlib.redirect_stdout(io.StringIO()):

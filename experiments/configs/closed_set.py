@@ -23,8 +23,8 @@ import ml_collections
 from experiments.configs import default
 
 
-def get_config() -> ml_collections.ConfigDict:
-  config = default.get_config()
+def apply(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` with this protocol's split, batches and schedule; its loss and model unchanged."""
   config.num_steps = 300
   config.checkpoint_every = 100
   config.data.split = "by_image"
@@ -34,3 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch.images_per_class = 8
   config.optimizer.learning_rate = 3e-3
   return config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  return apply(default.get_config())

@@ -225,15 +225,14 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_one(tm
 
 @pytest.mark.parametrize("name", ["default", "circle_class", "triplet", "multi_similarity",
                                   "am_softmax", "arcface"])
-def test_compare_losses_closed_set_protocol_keeps_the_loss(name):
+def test_closed_set_protocol_applies_to_every_loss_config(name):
+  # What compare_losses --protocol=closed_set runs.
   import importlib
-  from experiments import compare_losses
   config = importlib.import_module(f"experiments.configs.{name}").get_config()
-  loss = config.loss.to_dict()
-  assert compare_losses.with_protocol(config, "class_disjoint") is config
-  config = compare_losses.with_protocol(config, "closed_set")
+  loss, model = config.loss.to_dict(), config.model.to_dict()
+  config = closed_set.apply(config)
   train.validate_config(config)
-  assert config.loss.to_dict() == loss
+  assert config.loss.to_dict() == loss and config.model.to_dict() == model
   assert config.data.split == "by_image" and tuple(config.data.test_classes) == tuple(range(10))
   assert config.batch.classes_per_batch == 10
   assert config.optimizer.learning_rate == closed_set.get_config().optimizer.learning_rate

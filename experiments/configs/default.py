@@ -32,8 +32,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every = 10
   config.checkpoint_every = 25
   config.max_checkpoints = 3
-  # 0 uses every visible device along the 'data' mesh axis.
+  # 0 uses every visible device; the batch is split over all of them.
   config.num_devices = 0
+  # Devices on the 'model' mesh axis, which splits the class proxies by class
+  # (class-level losses with a class-sharded implementation: circle_class).
+  # Must divide the device count; the mesh is (devices / this, this).
+  config.model_axis_size = 1
   # True calls jax.distributed.initialize() first (multi-host TPU/GPU).
   config.distributed = False
 

@@ -97,6 +97,36 @@ def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(tmp_path, mon
   assert again["resumed_from"] == 6 and again["final_loss"] is None
 
 
+def test_class_proxies_on_a_model_axis_train_like_one_device(tmp_path, capsys):
+  # circle_class on 2 devices, both on 'model': the 5 digit classes padded to 6
+  # proxy rows, 3 per device. SGD: AdamW would turn the rounding noise in the
+  # exactly-zero gradients of biases before a BatchNorm into lr-sized steps.
+  hp = {"loss.name": "circle_class", "optimizer.name": "sgd"}
+  one = train.train_and_evaluate(tiny_config(**hp), str(tmp_path / "one"))
+  capsys.readouterr()
+  two = train.train_and_evaluate(tiny_config(**hp, num_devices=2, model_axis_size=2),
+                                 str(tmp_path / "two"))
+  assert "on 2 device(s) (mesh {'data': 1, 'model': 2})" in capsys.readouterr().out
+  cw_one, cw_two = one["params"].pop("class_weights"), two["params"].pop("class_weights")
+  assert cw_one.shape == (5, 8) and cw_two.shape == (6, 8)
+  assert np.all(cw_two[5] == 0)                         # the padding row never moves
+  # Equal up to float summation order, which 6 steps at γ = 80 on this tiny
+  # CNN amplify to ~1e-4 in the first conv kernel: plain data parallelism on
+  # the same 2 devices (model_axis_size=1) differs from 1 device by 2.8e-4
+  # there, the model axis by 1.3e-4 (measured). The per-step comparison at
+  # 1e-5, and the padding rows' exclusion from the loss (a zero row hardly
+  # moves a γ = 80 loss), are tested in tests/training/test_model_axis.py.
+  np.testing.assert_allclose(cw_two[:5], cw_one, rtol=1e-4, atol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=5e-4),
+               two["params"], one["params"])
+  losses = [[r["loss"] for r in training.read_jsonl(tmp_path / w / "metrics.jsonl") if "loss" in r]
+            for w in ("one", "two")]
+  assert len(losses[0]) == 6
+  np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+  for k, r in one["recall"].items():
+    assert two["recall"][k] == pytest.approx(r, abs=1e-3)  # at most 2 of 2,500 queries differ
+
+
 @pytest.mark.parametrize(
     "mutate, match",
     [
@@ -114,6 +144,16 @@ def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(tmp_path, mon
         (lambda c: c.data.__setattr__("split", "random"), r"config.data.split: unknown split"),
         (lambda c: c.data.__setattr__("split", "by_image"),
          r"config.data.test_classes: split 'by_image' retrieves the training classes"),
+        (lambda c: c.__setattr__("model_axis_size", 0), r"config.model_axis_size: must be ≥ 1"),
+        (lambda c: c.__setattr__("model_axis_size", 3),
+         r"config.model_axis_size: must be ≥ 1 and divide the 8 device\(s\)"),
+        (lambda c: c.__setattr__("model_axis_size", 2),
+         r"config.model_axis_size: model_axis_size=2 needs a class-sharded loss, and loss "
+         r"'circle_pair' has none"),
+        (lambda c: c.__delattr__("model_axis_size"), r"config.model_axis_size: missing field"),
+        (lambda c: c.__setattr__("num_devices", 99), r"config.num_devices: 99 but only 8 devices"),
+        (lambda c: c.batch.__setattr__("images_per_class", 3),
+         r"config.batch: 5 × 3 = 15 examples per batch, not divisible by the 8 devices"),
     ],
 )
 def test_broken_configs_name_the_field(mutate, match):
@@ -161,7 +201,7 @@ def _main_command(workdir, num_steps):
 
 
 def _env():
-  # One XLA CPU device, as the in-process tests see it.
+  # A plain CPU process (no emulated devices); the command asks for one device.
   return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
 
 

@@ -81,10 +81,13 @@ class DigitsPipeline(Pipeline):
     self.config = config
     self.data = cdata.load_retrieval_data(config.data.name, config.data.path or None,
                                           train_classes=config.data.train_classes,
-                                          test_classes=config.data.test_classes)
+                                          test_classes=config.data.test_classes,
+                                          split=config.data.split)
     self.num_train_classes = self.data.num_train_classes
-    self.description = (f"unseen classes {tuple(config.data.test_classes)} "
-                        f"({len(self.data.test_labels)} test images, each query left out of its gallery)")
+    seen = "unseen" if config.data.split == "class_disjoint" else "held-out images of the"
+    self.description = (f"Retrieval of the {seen} classes {tuple(config.data.test_classes)} "
+                        f"({len(self.data.test_labels)} test images, each query left out of its "
+                        "gallery)")
 
   def init_images(self):
     return self.data.train_images[:1]
@@ -116,8 +119,8 @@ class FineGrainedPipeline(Pipeline):
     self.data = cdata.load_fine_grained(d.name, d.path or None, download=d.download)
     self.num_train_classes = self.data.num_train_classes
     self.size = int(d.image_size[0])
-    self.description = (f"{d.name} test classes ({len(self.data.test)} images, each query left "
-                        "out of its gallery)")
+    self.description = (f"Retrieval of the {d.name} test classes ({len(self.data.test)} images, "
+                        "each query left out of its gallery)")
 
   def init_images(self):
     return np.zeros((1, self.size, self.size, 3), np.float32)
@@ -200,7 +203,7 @@ class ReidPipeline(_HostImages):
                  else cdata.load_msmt17(d.path))
     self.source = cdata.FileImageSource(self.data.train.paths, self.data.train_labels, self.size)
     self.num_train_classes = self.data.num_train_ids
-    self.description = (f"{d.name}: {len(self.data.query)} queries against "
+    self.description = (f"Re-identification on {d.name}: {len(self.data.query)} queries against "
                         f"{len(self.data.gallery)} gallery images")
 
   def evaluate(self, embed, label):
@@ -233,8 +236,8 @@ class FacePipeline(_HostImages):
       keys, labels = cdata.face_pack_index(reader)
       self.source = cdata.RecordIOImageSource(reader, keys, labels, self.size)
     self.num_train_classes = int(self.source.labels.max()) + 1
-    self.description = (f"{d.name}: {len(self.source)} training images of "
-                        f"{self.num_train_classes} identities; verification sets "
+    self.description = (f"Face verification after {d.name} ({len(self.source)} training images of "
+                        f"{self.num_train_classes} identities); verification sets "
                         f"{tuple(d.val_sets)}")
 
   def evaluate(self, embed, label):

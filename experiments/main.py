@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from experiments import absl_logging
 from experiments import train
 
 FLAGS = flags.FLAGS
@@ -22,6 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
+  absl_logging.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if FLAGS.config.distributed:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from circle_jax import data as cdata
+from circle_jax import data as cdata  # noqa: F401  (the digits pipeline calls cdata.train_batch)
 from circle_jax import training
 from experiments import input_pipeline
 
@@ -45,6 +45,7 @@ REQUIRED_FIELDS: dict[str, Any] = {
     "checkpoint_every": int,
     "max_checkpoints": int,
     "num_devices": int,
+    "model_axis_size": int,
     "distributed": bool,
     "data.name": str,
     "data.path": str,
@@ -66,8 +67,8 @@ REQUIRED_FIELDS: dict[str, Any] = {
 _IMAGE_FIELDS = {"data.image_size": (tuple, list), "data.mean": (tuple, list),
                  "data.std": (tuple, list)}
 PROTOCOL_FIELDS: dict[str, dict[str, Any]] = {
-    "digits": {"data.train_classes": (tuple, list), "data.test_classes": (tuple, list),
-               "data.max_shift": int},
+    "digits": {"data.split": str, "data.train_classes": (tuple, list),
+               "data.test_classes": (tuple, list), "data.max_shift": int},
     "fine_grained": {**_IMAGE_FIELDS, "data.download": bool, "data.crop_to_bbox": bool,
                      "data.min_crop_area": _NUMBER},
     "reid": {**_IMAGE_FIELDS, "data.max_shift": int, "data.num_workers": int},
@@ -120,10 +121,27 @@ def validate_config(config) -> None:
       raise ConfigError(f"config.{dotted}: must be ≥ 1, got {_get(config, dotted)!r}")
   if config.num_devices < 0:
     raise ConfigError(f"config.num_devices: must be ≥ 0 (0 = all), got {config.num_devices}")
+  num_devices = config.num_devices or jax.device_count()
+  if num_devices > jax.device_count():
+    raise ConfigError(f"config.num_devices: {config.num_devices} but only {jax.device_count()} "
+                      "devices are visible")
   try:
     spec, _ = training.make_loss(config.loss.name, _loss_hparams(config))
   except ValueError as e:
     raise ConfigError(f"config.loss: {e}") from None
+  m = config.model_axis_size
+  if m < 1 or num_devices % m:
+    raise ConfigError(f"config.model_axis_size: must be ≥ 1 and divide the {num_devices} "
+                      f"device(s) (config.num_devices), got {m}")
+  try:
+    training.check_model_axis(config.loss.name, m)
+  except ValueError as e:
+    raise ConfigError(f"config.model_axis_size: {e}") from None
+  batch_size = config.batch.classes_per_batch * config.batch.images_per_class
+  if batch_size % num_devices:
+    raise ConfigError(f"config.batch: {config.batch.classes_per_batch} × "
+                      f"{config.batch.images_per_class} = {batch_size} examples per batch, not "
+                      f"divisible by the {num_devices} devices the batch is split over")
   try:
     training.make_backbone(config.model.name, _model_kwargs(config))
   except (ValueError, TypeError) as e:
@@ -146,7 +164,17 @@ def validate_config(config) -> None:
     if spec.kind == "pair" and config.batch.classes_per_batch > num_train:
       raise ConfigError(f"config.batch.classes_per_batch: {config.batch.classes_per_batch} classes "
                         f"per batch but only {num_train} training classes")
-    n_test = 500 * len(config.data.test_classes) if config.data.name == "mnist_5k" else None
+    if config.data.split not in ("class_disjoint", "by_image"):
+      raise ConfigError(f"config.data.split: unknown split {config.data.split!r}; "
+                        "known: 'class_disjoint', 'by_image'")
+    if config.data.split == "by_image" and (sorted(config.data.train_classes)
+                                            != sorted(config.data.test_classes)):
+      raise ConfigError("config.data.test_classes: split 'by_image' retrieves the training "
+                        f"classes, so test_classes {tuple(config.data.test_classes)} must equal "
+                        f"train_classes {tuple(config.data.train_classes)}")
+    # The bundled MNIST digits have 500 images per class; 'by_image' tests on half of them.
+    per_class = 500 if config.data.split == "class_disjoint" else 250
+    n_test = per_class * len(config.data.test_classes) if config.data.name == "mnist_5k" else None
   for k in config.eval.ks:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
       raise ConfigError(f"config.eval.ks: every k must be a positive int, got {k!r}")
@@ -169,7 +197,7 @@ def _model_kwargs(config) -> dict:
 def _embed_all(embed, state, images: np.ndarray, batch_size: int, mesh) -> np.ndarray:
   """Embeddings of every image, in fixed-size batches (the last one zero-padded)."""
   n = len(images)
-  multiple = mesh.shape["data"]
+  multiple = mesh.size  # the batch is split over every device
   batch_size = -(-batch_size // multiple) * multiple
   out = []
   for start in range(0, n, batch_size):
@@ -206,17 +234,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   say = print if is_main else (lambda *a, **k: None)
 
   pipeline = input_pipeline.make_pipeline(config)
-  spec, loss_fn = training.make_loss(config.loss.name, _loss_hparams(config))
+  # 'model' > 1 splits the class proxies (padded to a multiple of it) over devices.
+  mesh = training.make_mesh(config.num_devices or None, model_axis_size=config.model_axis_size)
+  is_class_level = training.get_loss_spec(config.loss.name).kind == "class"
+  num_classes = pipeline.num_train_classes if is_class_level else 0
+  spec, loss_fn = training.make_mesh_loss(config.loss.name, _loss_hparams(config), mesh,
+                                          num_classes=num_classes or None)
   backbone = training.make_backbone(config.model.name, _model_kwargs(config))
-  model = training.MetricModel(
-      backbone, num_classes=pipeline.num_train_classes if spec.kind == "class" else 0)
+  model = training.MetricModel(backbone, num_classes=num_classes,
+                               class_shards=config.model_axis_size)
   opt = config.optimizer
   schedule = training.make_schedule(opt.schedule, base_lr=opt.learning_rate,
                                     num_steps=config.num_steps, warmup_steps=opt.warmup_steps)
   tx = training.make_optimizer(opt.name, schedule, momentum=opt.momentum,
                                weight_decay=opt.weight_decay)
 
-  mesh = training.make_mesh(config.num_devices or None)
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
   state = training.create_train_state(model, tx, init_rng, jnp.asarray(pipeline.init_images()))
@@ -240,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step_fn = training.jit_train_step(loss_fn, mesh, state)
   sampler = "pk" if spec.kind == "pair" else "shuffle"
   say(f"Training {config.model.name} with {config.loss.name} ({spec.kind}-level) for "
-      f"{config.num_steps} steps on {mesh.shape['data']} device(s), batches of "
+      f"{config.num_steps} steps on {mesh.size} device(s) (mesh {dict(mesh.shape)}), batches of "
       f"{config.batch.classes_per_batch * config.batch.images_per_class} ({sampler})", flush=True)
 
   metrics = None
@@ -274,7 +306,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   result, flat, table = pipeline.evaluate(embed, config.loss.name)
   if is_main:
     log.write({"step": config.num_steps, "event": "eval", **flat})
-  say(f"\nEvaluation on {pipeline.description}:")
+  say(f"\n{pipeline.description}:")
   say(table)
   say(f"\nDone in {time.time() - start_time:.1f} s; metrics in "
       f"{os.path.join(workdir, 'metrics.jsonl')}", flush=True)

@@ -1,9 +1,10 @@
-"""Input pipelines: bundled digits, re-ID folders, face packs, TFDS fine-grained sets.
+"""Input pipelines: bundled digits (class-disjoint and closed-set splits), re-ID folders, face
+packs, TFDS fine-grained sets; P×K sampling, augmentation.
 
 Everything here runs on the host; a batch is a deterministic function of
 (seed, step), so a resumed run sees exactly the batches it would have seen.
-The TFDS pipelines (``circle_jax.data.tfds_retrieval``) import TensorFlow when
-first called, never at ``import circle_jax.data``.
+The TFDS pipelines (``load_fine_grained``, ``tfds_train_batches``,
+``tfds_eval_images``) import TensorFlow when first called, never at ``import circle_jax.data``.
 """
 
 from circle_jax.data._augment import random_shift
@@ -46,6 +47,7 @@ from circle_jax.data._pipeline import train_batch
 from circle_jax.data._sampling import pk_batch_indices
 from circle_jax.data._sampling import shuffled_batch_indices
 from circle_jax.data._split import class_disjoint_split
+from circle_jax.data._split import stratified_split
 
 __all__ = (
     "ArrayImageSource",
@@ -84,6 +86,7 @@ __all__ = (
     "ReidSplit",
     "RetrievalData",
     "shuffled_batch_indices",
+    "stratified_split",
     "tfds_eval_images",
     "tfds_train_batches",
     "train_batch",

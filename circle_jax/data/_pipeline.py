@@ -1,4 +1,4 @@
-"""The retrieval input pipeline: a class-disjoint split and per-step training batches."""
+"""The retrieval input pipeline: a train/test split and per-step training batches."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from circle_jax.data._digits import load_digits
 from circle_jax.data._sampling import pk_batch_indices
 from circle_jax.data._sampling import shuffled_batch_indices
 from circle_jax.data._split import class_disjoint_split
+from circle_jax.data._split import stratified_split
 
 
 @dataclasses.dataclass(frozen=True)
 class RetrievalData:
-  """Train and test sides of a class-disjoint split, images as float32 in [0, 1].
+  """Train and test sides of a split, images as float32 in [0, 1].
 
   Attributes:
     train_images: [N_train, H, W, 1] float32.
@@ -40,14 +41,23 @@ class RetrievalData:
 
 def load_retrieval_data(name: str = "mnist_5k", path: str | None = None, *,
                         train_classes: Sequence[int] = (0, 1, 2, 3, 4),
-                        test_classes: Sequence[int] = (5, 6, 7, 8, 9)) -> RetrievalData:
-  """Loads a bundled digits dataset and splits it by class.
+                        test_classes: Sequence[int] = (5, 6, 7, 8, 9),
+                        split: str = "class_disjoint", test_fraction: float = 0.5,
+                        seed: int = 0) -> RetrievalData:
+  """Loads a bundled digits dataset and splits it by class (default) or by image.
 
   Args:
     name: see :func:`load_digits`.
     path: optional data file for ``"mnist_5k"`` (``None``/empty: the bundled one).
     train_classes: digit classes to train on.
-    test_classes: digit classes to retrieve at test time (disjoint from train).
+    test_classes: digit classes to retrieve at test time.
+    split: ``"class_disjoint"`` (:func:`class_disjoint_split`: the test
+      classes are unseen in training, the fine-grained retrieval protocol) or
+      ``"by_image"`` (:func:`stratified_split`: the closed-set protocol, where
+      ``test_classes`` must equal ``train_classes`` and each class's images are
+      divided between the two sides).
+    test_fraction: ``"by_image"`` only: the share of each class in test.
+    seed: ``"by_image"`` only: the seed of the split.
 
   Returns:
     A :class:`RetrievalData`.
@@ -57,8 +67,22 @@ def load_retrieval_data(name: str = "mnist_5k", path: str | None = None, *,
     >>> d.train_images.shape, d.test_images.shape, sorted(set(d.train_labels.tolist()))
     ((2500, 28, 28, 1), (2500, 28, 28, 1), [0, 1, 2, 3, 4])
   """
+  if split == "class_disjoint":
+    pass
+  elif split == "by_image":
+    if sorted(train_classes) != sorted(test_classes):
+      raise ValueError(f"load_retrieval_data: split='by_image' retrieves the training classes; "
+                       f"test_classes {tuple(test_classes)} must equal train_classes "
+                       f"{tuple(train_classes)}")
+  else:
+    raise ValueError(f"load_retrieval_data: split must be 'class_disjoint' or 'by_image', "
+                     f"got {split!r}")
   images, labels = load_digits(name, path or None)
-  train_idx, test_idx = class_disjoint_split(labels, train_classes, test_classes)
+  if split == "class_disjoint":
+    train_idx, test_idx = class_disjoint_split(labels, train_classes, test_classes)
+  else:
+    train_idx, test_idx = stratified_split(labels, train_classes, test_fraction=test_fraction,
+                                           seed=seed)
   classes = tuple(sorted(int(c) for c in train_classes))
   to_float = lambda x: (x.astype(np.float32) / 255.0)[..., None]
   return RetrievalData(

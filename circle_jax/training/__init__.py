@@ -1,4 +1,8 @@
-"""Training: losses by name, TrainState with batch_stats, optimisers, sharded steps, checkpoints."""
+"""Training: losses by name, TrainState with batch_stats, optimisers, sharded steps, checkpoints.
+
+Sharded steps: the batch over every device of a ``('data', 'model')`` mesh, and
+for ``circle_class`` the class proxies split along ``'model'`` (:func:`make_mesh_loss`).
+"""
 
 from circle_jax.training._checkpoint import Checkpointer
 from circle_jax.training._loss_registry import LOSSES
@@ -12,10 +16,16 @@ from circle_jax.training._model import make_backbone
 from circle_jax.training._optim import decay_mask
 from circle_jax.training._optim import make_optimizer
 from circle_jax.training._optim import make_schedule
+from circle_jax.training._sharded_loss import SHARDED_CLASS_LOSSES
+from circle_jax.training._sharded_loss import check_model_axis
+from circle_jax.training._sharded_loss import make_mesh_loss
 from circle_jax.training._sharding import batch_sharding
+from circle_jax.training._sharding import class_sharding
 from circle_jax.training._sharding import jit_embed_step
 from circle_jax.training._sharding import jit_train_step
 from circle_jax.training._sharding import make_mesh
+from circle_jax.training._sharding import model_axis_size
+from circle_jax.training._sharding import padded_num_classes
 from circle_jax.training._sharding import replicated
 from circle_jax.training._sharding import shard_batch
 from circle_jax.training._sharding import state_shardings
@@ -30,8 +40,11 @@ __all__ = (
     "LOSSES",
     "LossSpec",
     "MetricModel",
+    "SHARDED_CLASS_LOSSES",
     "TrainState",
     "batch_sharding",
+    "check_model_axis",
+    "class_sharding",
     "create_train_state",
     "decay_mask",
     "embed_step",
@@ -41,8 +54,11 @@ __all__ = (
     "make_backbone",
     "make_loss",
     "make_mesh",
+    "make_mesh_loss",
     "make_optimizer",
     "make_schedule",
+    "model_axis_size",
+    "padded_num_classes",
     "read_jsonl",
     "replicated",
     "shard_batch",

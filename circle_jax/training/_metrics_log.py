@@ -19,8 +19,10 @@ def _plain(value):
 class JsonlWriter:
   """Appends one JSON object per line to ``path``; never truncates it.
 
-  Each line is flushed and fsync'ed, so a line written before the process is
-  killed stays written.
+  Each line goes to the file in one ``write`` call on an append-only
+  descriptor and is fsync'ed before ``write`` returns, so a process killed
+  (even by SIGKILL) leaves every line it wrote whole, and a resumed run appends
+  after them.
 
   Example:
     >>> import tempfile, os
@@ -36,11 +38,16 @@ class JsonlWriter:
     os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
 
   def write(self, record: Mapping[str, Any]) -> None:
-    line = json.dumps({str(k): _plain(v) for k, v in record.items()})
-    with open(self.path, "a", encoding="utf-8") as f:
-      f.write(line + "\n")
-      f.flush()
-      os.fsync(f.fileno())
+    line = (json.dumps({str(k): _plain(v) for k, v in record.items()}) + "\n").encode("utf-8")
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      # One system call per line: a signal cannot land between two halves of it.
+      written = os.write(fd, line)
+      if written != len(line):
+        raise OSError(f"{self.path}: wrote {written} of {len(line)} bytes of a metrics line")
+      os.fsync(fd)
+    finally:
+      os.close(fd)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

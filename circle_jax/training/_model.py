@@ -11,15 +11,23 @@ from circle_jax import models
 
 
 class MetricModel(nn.Module):
-  """Backbone embeddings, with a ``[C, D]`` ``class_weights`` param when ``num_classes > 0``.
+  """Backbone embeddings, with a ``[C_pad, D]`` ``class_weights`` param when ``num_classes > 0``.
 
   The class proxies live in the params (so the optimiser, weight decay,
   checkpoints and sharding treat them like any weight) but are not used in the
   forward pass: class-level losses read ``params["class_weights"]``.
 
+  For proxies split by class over ``class_shards`` devices (the ``'model'``
+  mesh axis), C is padded to C_pad = class_shards·⌈C/class_shards⌉ rows. The
+  first C rows are initialised exactly as with ``class_shards=1`` (same key,
+  same values), the padding rows to zero: a sharded run starts from the same
+  proxies as a replicated one, and, since the sharded loss gives padding rows
+  zero gradient and the decay of a zero row is zero, they stay zero.
+
   Attributes:
     backbone: a module mapping ``[B, H, W, C]`` to ``[B, D]``.
     num_classes: C; 0 for pair-wise losses (no proxies).
+    class_shards: pad C to a multiple of this (the ``'model'`` axis size).
 
   Example:
     >>> import jax
@@ -27,17 +35,35 @@ class MetricModel(nn.Module):
     >>> v = m.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), train=False)
     >>> v["params"]["class_weights"].shape
     (3, 6)
+    >>> m2 = MetricModel(m.backbone, num_classes=3, class_shards=2)
+    >>> w = m2.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), train=False)
+    >>> w = w["params"]["class_weights"]
+    >>> w.shape, bool((w[:3] == v["params"]["class_weights"]).all()), bool((w[3:] == 0).all())
+    ((4, 6), True, True)
   """
 
   backbone: nn.Module
   num_classes: int = 0
+  class_shards: int = 1
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     """Args: x [B, H, W, C]. Returns: embeddings [B, D]."""
     emb = self.backbone(x, train=train)
     if self.num_classes:
-      self.param("class_weights", nn.initializers.normal(1.0), (self.num_classes, emb.shape[-1]))
+      if isinstance(self.class_shards, bool) or not isinstance(self.class_shards, int) or (
+          self.class_shards < 1):
+        raise ValueError(f"MetricModel: class_shards must be a positive int, "
+                         f"got {self.class_shards!r}")
+      real = (self.num_classes, emb.shape[-1])
+      rows = -(-self.num_classes // self.class_shards) * self.class_shards
+
+      def init(key, shape):
+        # Draw the real rows alone so that they do not depend on the padding.
+        w = nn.initializers.normal(1.0)(key, real)
+        return jnp.pad(w, ((0, shape[0] - real[0]), (0, 0)))
+
+      self.param("class_weights", init, (rows, emb.shape[-1]))
     return emb
 
 

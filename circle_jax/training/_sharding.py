@@ -1,17 +1,26 @@
-"""Device mesh and shardings: the batch split along ``'data'``, the state replicated.
+"""Device mesh and shardings: the batch split over every device, class proxies along ``'model'``.
 
-The same jitted step runs on 1 CPU, on N emulated CPU devices, on a GPU or on a
-TPU slice: under ``jax.jit`` with these ``NamedSharding``s the global batch is
-one logical array, so the loss, the gradients and the BatchNorm statistics are
-those of the whole batch whatever the device count (XLA inserts the
-all-reduces).
+The mesh is 2-D, ``('data', 'model')`` (:func:`make_mesh`). The same jitted step
+runs on 1 CPU, on N emulated CPU devices, on a GPU or on a TPU slice: under
+``jax.jit`` with these ``NamedSharding``s the global batch is one logical
+array, so the loss, the gradients and the BatchNorm statistics are those of
+the whole batch whatever the mesh (XLA inserts the all-reduces).
 
-Class proxies are replicated with the rest of the state. Sharding a large
-``[C, D]`` proxy matrix by class along a ``'model'`` axis needs losses whose
-log-sum-exp over classes is collective across that axis; those are the
-class-sharded losses of ``circle_jax.parallel``, which this package does not
-provide yet: :func:`state_shardings` is the one place to change (return
-``NamedSharding(mesh, P('model', None))`` for ``class_weights``) when they land.
+Batch: split along both axes, ``P(('data', 'model'))``, so the backbone's
+work is divided over all ``mesh.size`` devices and none repeats it; the batch
+size must be a multiple of ``mesh.size``. This is also the layout
+:func:`circle_jax.parallel.class_circle_loss` expects: inside its
+``shard_map`` every device of a ``'model'`` group holds a distinct batch shard
+and all-gathers the group's embeddings.
+
+State: replicated, except, when the ``'model'`` axis has more than one device,
+the ``[C_pad, D]`` class proxies ``params['class_weights']`` and every
+optimiser-state leaf that mirrors them (momentum, Adam's mu / nu), which are
+split by class, ``P('model', None)`` (:func:`state_shardings`). Such a state
+needs a class-sharded loss from :mod:`circle_jax.training._sharded_loss`
+(today ``circle_class``), which runs the loss in ``jax.shard_map`` with the
+proxies never leaving their device; C is padded to a multiple of the
+``'model'`` size (:func:`padded_num_classes`).
 """
 
 from __future__ import annotations
@@ -26,27 +35,63 @@ from jax.sharding import PartitionSpec as P
 from circle_jax.training._steps import embed_step
 from circle_jax.training._steps import train_step
 
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+# The batch dimension is split over every device of the mesh.
+BATCH_AXES = (DATA_AXIS, MODEL_AXIS)
+CLASS_WEIGHTS = "class_weights"
 
-def make_mesh(num_devices: int | None = None) -> Mesh:
-  """A 1-D mesh with axis ``'data'`` over the first ``num_devices`` devices (all by default).
+
+def make_mesh(num_devices: int | None = None, *, model_axis_size: int = 1) -> Mesh:
+  """A ``(num_devices // model_axis_size, model_axis_size)`` mesh with axes ``('data', 'model')``.
+
+  Args:
+    num_devices: how many of ``jax.devices()`` to use, the first ones (all by default).
+    model_axis_size: devices along ``'model'``, which splits the class proxies
+      (1: everything replicated, pure data parallelism). Must divide
+      ``num_devices``.
+
+  Raises:
+    ValueError: more devices asked for than visible, or a ``model_axis_size``
+      that is < 1 or does not divide the device count.
 
   Example:
-    >>> make_mesh(1).axis_names
-    ('data',)
+    >>> mesh = make_mesh(1)
+    >>> mesh.axis_names, dict(mesh.shape)
+    (('data', 'model'), {'data': 1, 'model': 1})
   """
   devices = jax.devices()
   n = len(devices) if num_devices is None else num_devices
   if not 1 <= n <= len(devices):
     raise ValueError(f"make_mesh: num_devices={num_devices} but {len(devices)} devices are visible")
+  if isinstance(model_axis_size, bool) or not isinstance(model_axis_size, int) or (
+      model_axis_size < 1 or n % model_axis_size):
+    raise ValueError(f"make_mesh: model_axis_size={model_axis_size!r} must be a positive int "
+                     f"that divides the {n} devices")
   # Auto axes: XLA propagates the batch sharding through the step (the losses
   # build [B, B] similarity matrices that an explicit-axes mesh would reject).
-  return jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices[:n])
+  return jax.make_mesh((n // model_axis_size, model_axis_size), (DATA_AXIS, MODEL_AXIS),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices[:n])
+
+
+def model_axis_size(mesh: Mesh) -> int:
+  """Devices along ``'model'`` (1 for a mesh without that axis)."""
+  return dict(mesh.shape).get(MODEL_AXIS, 1)
+
+
+def padded_num_classes(num_classes: int, model_axis_size: int) -> int:
+  """C rounded up to a multiple of the ``'model'`` size: the rows of the sharded proxy matrix.
+
+  Example:
+    >>> padded_num_classes(5, 2), padded_num_classes(6, 3), padded_num_classes(5, 1)
+    (6, 6, 5)
+  """
+  return -(-num_classes // model_axis_size) * model_axis_size
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dimension split along ``'data'``."""
-  return NamedSharding(mesh, P("data"))
+  """Leading (batch) dimension split over every device (``'data'`` × ``'model'``)."""
+  return NamedSharding(mesh, P(tuple(a for a in BATCH_AXES if a in mesh.axis_names)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -54,26 +99,67 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def class_sharding(mesh: Mesh) -> NamedSharding:
+  """``[C_pad, D]`` class rows split along ``'model'``, replicated along ``'data'``."""
+  return NamedSharding(mesh, P(MODEL_AXIS, None))
+
+
+def _mirrors_class_weights(path, leaf) -> bool:
+  # params['class_weights'] and the optimiser-state leaves of the same dict key
+  # (optax keeps mu / nu / trace as trees shaped like the params); masked
+  # leaves (optax.MaskedNode) and scalars are not arrays of rank 2.
+  return (bool(path) and isinstance(path[-1], jax.tree_util.DictKey)
+          and path[-1].key == CLASS_WEIGHTS and getattr(leaf, "ndim", 0) == 2)
+
+
 def state_shardings(state, mesh: Mesh):
-  """Shardings for every leaf of the train state: replicated (see the module docstring)."""
-  return jax.tree.map(lambda _: replicated(mesh), state)
+  """Shardings for every leaf of the train state.
+
+  Replicated, except with a ``'model'`` axis of size > 1: ``params['class_weights']``
+  and its optimiser-state mirrors (any rank-2 leaf under a ``'class_weights'``
+  dict key) get :func:`class_sharding`.
+
+  Raises:
+    ValueError: a class-weights leaf whose row count is not a multiple of the
+      ``'model'`` size (build the model with ``MetricModel(class_shards=...)``).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> mesh = make_mesh(1)
+    >>> s = state_shardings({"params": {"class_weights": jnp.ones((4, 2))}}, mesh)
+    >>> s["params"]["class_weights"].spec
+    P()
+  """
+  m = model_axis_size(mesh)
+
+  def sharding(path, leaf):
+    if m > 1 and _mirrors_class_weights(path, leaf):
+      if leaf.shape[0] % m:
+        raise ValueError(f"state leaf {jax.tree_util.keystr(path)} has {leaf.shape[0]} class "
+                         f"rows, not a multiple of the model_axis_size {m}; pad C with "
+                         "MetricModel(class_shards=model_axis_size)")
+      return class_sharding(mesh)
+    return replicated(mesh)
+
+  return jax.tree_util.tree_map_with_path(sharding, state)
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
-  """Places a host batch (the same global batch on every process) on the mesh, split along ``'data'``.
+  """Places a host batch (the same global batch on every process) on the mesh, over all devices.
 
   Each process hands over only the rows of its own devices, so this works on a
   multi-host slice as long as every host builds the same global batch (the
   samplers of :mod:`circle_jax.data` are functions of (seed, step)).
 
   Raises:
-    ValueError: the batch size is not divisible by the number of devices on ``'data'``.
+    ValueError: the batch size is not divisible by the number of devices of the mesh.
   """
-  n = mesh.shape["data"]
+  n = mesh.size
   for name, value in batch.items():
     if value.shape[0] % n:
       raise ValueError(f"batch[{name!r}] has {value.shape[0]} rows, not divisible by the "
-                       f"{n} devices of the 'data' axis")
+                       f"{n} devices of the mesh {dict(mesh.shape)} (the batch is split over "
+                       "all of them)")
   sharding = batch_sharding(mesh)
   return {
       name: jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
@@ -85,7 +171,8 @@ def jit_train_step(loss_fn: Callable, mesh: Mesh, state) -> Callable:
   """``step(state, batch, rng) -> (state, metrics)``, jitted over ``mesh``.
 
   Args:
-    loss_fn: scalar loss (see :func:`make_loss`).
+    loss_fn: scalar loss for this mesh (see :func:`make_mesh_loss`; with a
+      ``'model'`` axis of size 1, :func:`make_loss` is the same).
     mesh: from :func:`make_mesh`.
     state: a train state (only its structure is used, for the shardings).
 
@@ -116,7 +203,7 @@ def jit_train_step(loss_fn: Callable, mesh: Mesh, state) -> Callable:
 
 
 def jit_embed_step(mesh: Mesh, state) -> Callable:
-  """``embed(state, images) -> [B, D]``, jitted with the images split along ``'data'``."""
+  """``embed(state, images) -> [B, D]``, jitted with the images split over every device."""
   # Replicated output: every process can read all embeddings for evaluation.
   return jax.jit(embed_step, in_shardings=(state_shardings(state, mesh), batch_sharding(mesh)),
                  out_shardings=replicated(mesh))

@@ -112,3 +112,33 @@ def test_pipeline_batches_are_functions_of_seed_and_step():
   assert s["label"].shape == (20,) and s["label"].max() < d.num_train_classes
   with pytest.raises(ValueError, match="sampler"):
     data.train_batch(d, 0, sampler="random", classes_per_batch=5, images_per_class=4, seed=0)
+
+
+def test_stratified_split_divides_every_class(digits):
+  _, labels = digits
+  train, test = data.stratified_split(labels, range(10), test_fraction=0.5, seed=3)
+  assert len(np.intersect1d(train, test)) == 0
+  for c in range(10):
+    n = int(np.sum(labels == c))
+    assert np.sum(labels[test] == c) == round(n / 2) and np.sum(labels[train] == c) == n - round(n / 2)
+  again = data.stratified_split(labels, range(10), test_fraction=0.5, seed=3)
+  np.testing.assert_array_equal(again[1], test)
+  other = data.stratified_split(labels, range(10), test_fraction=0.5, seed=4)
+  assert not np.array_equal(other[1], test)
+  # One item each side at the extremes; classes outside the list are left out.
+  tr, te = data.stratified_split(np.array([0, 0, 0, 1, 1, 2]), [0, 1], test_fraction=0.01)
+  assert tr.tolist() != [] and sorted(np.array([0, 0, 0, 1, 1, 2])[te].tolist()) == [0, 1]
+  with pytest.raises(ValueError, match="test_fraction must be in"):
+    data.stratified_split(labels, range(10), test_fraction=1.0)
+  with pytest.raises(ValueError, match="class 2 has 1 item"):
+    data.stratified_split(np.array([0, 0, 2]), [0, 2])
+
+
+def test_retrieval_data_by_image():
+  d = data.load_retrieval_data(split="by_image", train_classes=range(10), test_classes=range(10))
+  assert d.train_images.shape == d.test_images.shape == (2500, 28, 28, 1)
+  assert sorted(set(d.test_labels.tolist())) == list(range(10))
+  with pytest.raises(ValueError, match="must equal train_classes"):
+    data.load_retrieval_data(split="by_image")
+  with pytest.raises(ValueError, match="split must be"):
+    data.load_retrieval_data(split="random")

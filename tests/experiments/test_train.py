@@ -10,6 +10,7 @@ import pytest
 
 from circle_jax import training
 from experiments import train
+from experiments.configs import closed_set
 from experiments.configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,25 +36,24 @@ def tiny_config(**overrides):
   return c
 
 
-def test_short_run_on_the_bundled_digits(tmp_path, capsys):
-  # On class-disjoint MNIST digits raw pixels are a strong baseline (R@1 ≈ 0.97)
-  # that this short run does not beat (see the README); what a short run must
-  # show is that the whole job runs and logs, and that the unseen classes are
-  # retrieved far above chance (a collapsed or broken embedding gives R@1 ≈ 0.2;
-  # the loss falling on a fixed batch is tested in tests/training).
-  c = default.get_config()
+def test_short_run_on_the_bundled_digits_beats_raw_pixels(tmp_path, capsys):
+  # The closed-set split (experiments/configs/closed_set.py): retrieval of held-out
+  # images of the training classes. (On the default class-disjoint split five
+  # training classes are too few to beat raw pixels; the README gives both.)
+  c = closed_set.get_config()
   c.num_devices = 1
-  c.num_steps = 40
-  c.log_every = 10
-  c.checkpoint_every = 40
+  c.num_steps = 120
+  c.log_every = 30
+  c.checkpoint_every = 120
   result = train.train_and_evaluate(c, str(tmp_path / "run"))
   out = capsys.readouterr().out
   assert "raw pixels" in out and "circle_pair" in out and "R@8" in out
+  assert "held-out images of the classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in out
   records = training.read_jsonl(tmp_path / "run" / "metrics.jsonl")
-  assert [r["step"] for r in records if "loss" in r] == [10, 20, 30, 40]
+  assert [r["step"] for r in records if "loss" in r] == [30, 60, 90, 120]
   assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
-  assert result["recall"][1] > 0.9
-  assert result["raw_pixels"][1] > 0.9
+  # Measured: 0.958 against 0.940 for raw pixels; a point of margin is asked for.
+  assert result["recall"][1] > result["raw_pixels"][1] + 0.01
   assert records[-1]["event"] == "eval" and records[-1]["recall@1"] == result["recall"][1]
 
 
@@ -97,6 +97,36 @@ def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(tmp_path, mon
   assert again["resumed_from"] == 6 and again["final_loss"] is None
 
 
+def test_class_proxies_on_a_model_axis_train_like_one_device(tmp_path, capsys):
+  # circle_class on 2 devices, both on 'model': the 5 digit classes padded to 6
+  # proxy rows, 3 per device. SGD: AdamW would turn the rounding noise in the
+  # exactly-zero gradients of biases before a BatchNorm into lr-sized steps.
+  hp = {"loss.name": "circle_class", "optimizer.name": "sgd"}
+  one = train.train_and_evaluate(tiny_config(**hp), str(tmp_path / "one"))
+  capsys.readouterr()
+  two = train.train_and_evaluate(tiny_config(**hp, num_devices=2, model_axis_size=2),
+                                 str(tmp_path / "two"))
+  assert "on 2 device(s) (mesh {'data': 1, 'model': 2})" in capsys.readouterr().out
+  cw_one, cw_two = one["params"].pop("class_weights"), two["params"].pop("class_weights")
+  assert cw_one.shape == (5, 8) and cw_two.shape == (6, 8)
+  assert np.all(cw_two[5] == 0)                         # the padding row never moves
+  # Equal up to float summation order, which 6 steps at γ = 80 on this tiny
+  # CNN amplify to ~1e-4 in the first conv kernel: plain data parallelism on
+  # the same 2 devices (model_axis_size=1) differs from 1 device by 2.8e-4
+  # there, the model axis by 1.3e-4 (measured). The per-step comparison at
+  # 1e-5, and the padding rows' exclusion from the loss (a zero row hardly
+  # moves a γ = 80 loss), are tested in tests/training/test_model_axis.py.
+  np.testing.assert_allclose(cw_two[:5], cw_one, rtol=1e-4, atol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=5e-4),
+               two["params"], one["params"])
+  losses = [[r["loss"] for r in training.read_jsonl(tmp_path / w / "metrics.jsonl") if "loss" in r]
+            for w in ("one", "two")]
+  assert len(losses[0]) == 6
+  np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+  for k, r in one["recall"].items():
+    assert two["recall"][k] == pytest.approx(r, abs=1e-3)  # at most 2 of 2,500 queries differ
+
+
 @pytest.mark.parametrize(
     "mutate, match",
     [
@@ -111,6 +141,19 @@ def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(tmp_path, mon
         (lambda c: c.eval.__setattr__("ks", (1, 0)), r"config.eval.ks: every k must be a positive"),
         (lambda c: c.batch.__setattr__("classes_per_batch", 9), r"only 5 training classes"),
         (lambda c: c.__setattr__("num_steps", 0), r"config.num_steps: must be ≥ 1"),
+        (lambda c: c.data.__setattr__("split", "random"), r"config.data.split: unknown split"),
+        (lambda c: c.data.__setattr__("split", "by_image"),
+         r"config.data.test_classes: split 'by_image' retrieves the training classes"),
+        (lambda c: c.__setattr__("model_axis_size", 0), r"config.model_axis_size: must be ≥ 1"),
+        (lambda c: c.__setattr__("model_axis_size", 3),
+         r"config.model_axis_size: must be ≥ 1 and divide the 8 device\(s\)"),
+        (lambda c: c.__setattr__("model_axis_size", 2),
+         r"config.model_axis_size: model_axis_size=2 needs a class-sharded loss, and loss "
+         r"'circle_pair' has none"),
+        (lambda c: c.__delattr__("model_axis_size"), r"config.model_axis_size: missing field"),
+        (lambda c: c.__setattr__("num_devices", 99), r"config.num_devices: 99 but only 8 devices"),
+        (lambda c: c.batch.__setattr__("images_per_class", 3),
+         r"config.batch: 5 × 3 = 15 examples per batch, not divisible by the 8 devices"),
     ],
 )
 def test_broken_configs_name_the_field(mutate, match):
@@ -145,3 +188,91 @@ def test_command_line_reports_a_bad_config_clearly(tmp_path):
   assert out.returncode != 0
   assert "error: config.loss: unknown loss name 'circel'" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def _main_command(workdir, num_steps):
+  """``experiments.main`` on a tiny model, checkpointing every 10 steps."""
+  return [sys.executable, "-m", "experiments.main", "--config", "experiments/configs/default.py",
+          "--workdir", str(workdir), f"--config.num_steps={num_steps}", "--config.num_devices=1",
+          "--config.log_every=10", "--config.checkpoint_every=10", "--config.max_checkpoints=2",
+          "--config.model.features=(4,)", "--config.model.embedding_dim=8",
+          "--config.batch.classes_per_batch=2", "--config.batch.images_per_class=4",
+          "--config.optimizer.warmup_steps=0"]
+
+
+def _env():
+  # A plain CPU process (no emulated devices); the command asks for one device.
+  return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+
+
+def _checkpointed_steps(workdir):
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    return []
+  # Orbax writes into a temporary name and renames to the bare step when complete.
+  return sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
+
+
+def _untimed(records):
+  """The records without their wall-clock fields, which differ between any two runs."""
+  return [{k: v for k, v in r.items() if k != "steps_per_second"} for r in records]
+
+
+def test_a_run_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
+  import signal
+  import time
+
+  num_steps = 400
+  whole = tmp_path / "whole"
+  out = subprocess.run(_main_command(whole, num_steps), cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  expected = training.read_jsonl(whole / "metrics.jsonl")
+
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(_main_command(killed, num_steps), cwd=ROOT, env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  try:
+    while not _checkpointed_steps(killed) and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.002)
+    still_running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert still_running, "the run finished before it could be killed; raise num_steps"
+  assert proc.returncode == -signal.SIGKILL
+  saved = _checkpointed_steps(killed)
+  assert saved and saved[-1] < num_steps
+  before = training.read_jsonl(killed / "metrics.jsonl")     # every line parses: none torn
+  assert _untimed(before) == _untimed(expected[:len(before)])  # each the uninterrupted value
+
+  out = subprocess.run(_main_command(killed, num_steps), cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  resumed_from = saved[-1]
+  assert f"Resumed from the checkpoint of step {resumed_from}" in out.stdout
+  after = training.read_jsonl(killed / "metrics.jsonl")
+  assert after[:len(before)] == before                       # nothing written is lost
+  assert after[len(before)] == {"event": "resume", "step": resumed_from}
+  # From the checkpoint on, the same losses, and at the end the same Recall@K, to the bit.
+  redone = after[len(before) + 1:]
+  assert _untimed(redone) == _untimed([r for r in expected if r["step"] > resumed_from])
+  assert redone[-1]["event"] == "eval"
+
+
+@pytest.mark.parametrize("name", ["default", "circle_class", "triplet", "multi_similarity",
+                                  "am_softmax", "arcface"])
+def test_closed_set_protocol_applies_to_every_loss_config(name):
+  # What compare_losses --protocol=closed_set runs.
+  import importlib
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  loss, model = config.loss.to_dict(), config.model.to_dict()
+  config = closed_set.apply(config)
+  train.validate_config(config)
+  assert config.loss.to_dict() == loss and config.model.to_dict() == model
+  assert config.data.split == "by_image" and tuple(config.data.test_classes) == tuple(range(10))
+  assert config.batch.classes_per_batch == 10
+  assert config.optimizer.learning_rate == closed_set.get_config().optimizer.learning_rate

@@ -22,7 +22,7 @@ Runlocal (small CNN, 32×32 crops, 8 steps; a CPU minute):
 Compute (estimate: training ≈ 3 × forward FLOPs × images; forward FLOPs from XLA's cost
 analysis): ResNet-50 at 224×224 8.0 GFLOPs/image, 80 images per step → CUB 5k steps ≈ 0.010
 EFLOPs, Cars196 8k ≈ 0.015, SOP 40k ≈ 0.077 (an hour or a few on one accelerator).
-Runlocal: under a minute on a CPU (28–70 s per run in the tests on 2 shared cores).
+Runlocal: under a minute on a CPU (21–42 s per run in the tests on 2 shared cores).
 Paper's numbers to compare with (v2, Table 4):
   Circle, 512-d: CUB R@1/2/4/8 66.7 / 77.4 / 86.2 / 91.2; Cars196 83.4 / 89.8 / 94.1 / 96.5;
   SOP R@1/10/100/1000 78.3 / 90.5 / 96.1 / 98.6.

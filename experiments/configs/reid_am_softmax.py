@@ -19,7 +19,7 @@ Runlocal (small CNN, 32×16 crops, 8 steps; a CPU minute):
 Compute (estimate: training ≈ 3 × forward FLOPs × images; forward FLOPs from XLA's cost
 analysis): ResNet-50 at 256×128 5.2 GFLOPs/image → Market-1501 24k × 64 images ≈ 0.024
 EFLOPs, MSMT17 60k steps ≈ 0.06 EFLOPs (hours on one accelerator; decoding the JPEGs on the
-host may dominate). Runlocal: under a minute on a CPU (20–40 s per run in the tests).
+host may dominate). Runlocal: under a minute on a CPU (20–26 s per run in the tests on 2 shared cores).
 Paper's numbers to compare with (v2, Table 3):
   R-1 / mAP: Market-1501 92.4 / 83.8, MSMT17 75.6 / 49.3 (ResNet-50).
 """

@@ -53,7 +53,7 @@ from experiments.configs import arcface as arc_config  # noqa: E402
 from experiments.configs import circle_class as circle_config  # noqa: E402
 
 GAMMAS = (32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
-MARGINS = tuple(round(-0.2 + 0.05 * i, 2) for i in range(11))   # −0.2 … 0.3
+MARGINS = (-0.2, -0.1, 0.0, 0.1, 0.2, 0.3)   # the paper: −0.2 … 0.3 in steps of 0.05
 FIG5_MARGINS = {"am_softmax": 0.35, "circle_tangent": 0.325, "circle": 0.25}
 _LOSS_CONFIGS = {"circle_class": circle_config, "am_softmax": am_config, "arcface": arc_config}
 _LABELS = {"circle_class": "Circle", "am_softmax": "AM-Softmax", "arcface": "ArcFace"}

@@ -338,11 +338,7 @@ def make_figures(out: str, *, tiny: bool = False, only=FIGURES, say=print) -> di
     raise ValueError(f"unknown figure(s) {unknown}; known: {list(FIGURES)}")
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, "figures.json")
-  record = {}
-  if os.path.exists(path):   # --only redraws some figures and keeps the others' numbers
-    with open(path, encoding="utf-8") as f:
-      record = json.load(f)
-  record.update(tiny=tiny, platform=jax.devices()[0].platform)
+  record = {"tiny": tiny, "platform": jax.devices()[0].platform}
   start = time.time()
   if "fig1_2" in only:
     record["fig1_2"] = fig_boundaries(os.path.join(out, "fig1_2_boundaries.png"))
@@ -352,14 +348,24 @@ def make_figures(out: str, *, tiny: bool = False, only=FIGURES, say=print) -> di
     record["fig4_5"] = fig_training(os.path.join(out, "fig4_similarity.png"),
                                     os.path.join(out, "fig5_convergence.png"), tiny=tiny, say=say)
   record["seconds"] = time.time() - start
+  if os.path.exists(path):   # --only redraws some figures and keeps the others' numbers
+    with open(path, encoding="utf-8") as f:
+      old = json.load(f)
+    if old.get("tiny") == tiny:
+      record = {**old, **record, "seconds": {**_as_dict(old.get("seconds")),
+                                             "+".join(only): record["seconds"]}}
   with open(path, "w", encoding="utf-8") as f:
     json.dump(record, f, indent=1)
   if "fig3" in only:
     say(format_fig3(record["fig3"]))
   if "fig4_5" in only:
     say(format_fig45(record["fig4_5"]))
-  say(f"Wrote the figures to {out} in {record['seconds']:.0f} s", flush=True)
+  say(f"Wrote the figures to {out} in {time.time() - start:.0f} s", flush=True)
   return record
+
+
+def _as_dict(seconds) -> dict:
+  return seconds if isinstance(seconds, dict) else {} if seconds is None else {"earlier": seconds}
 
 
 def format_fig3(results: dict) -> str:

@@ -26,8 +26,9 @@ the Fig. 5 margins come from here. Command, from the repository root:
 
   python -m experiments.figures --out docs/figures
 
-``--tiny`` is a smoke run (3 steps, a tiny model, two grid points); the numbers
-are also written to ``figures.json`` in ``--out``.
+``--tiny`` is a smoke run (3 steps, a tiny model, two grid points);
+``--only fig3`` draws some of the figures; ``--fig3_steps`` shortens the 36
+Fig. 3 runs. The numbers are also written to ``figures.json`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -163,21 +164,26 @@ def _tiny(config):
   return config
 
 
-def _ablation_config(loss: str, tiny: bool, gammas, margins):
+def _ablation_config(loss: str, tiny: bool, gammas, margins, steps: int = 0):
   config = _LOSS_CONFIGS[loss].get_config()
+  if steps:
+    config.num_steps = steps
   config.ablation = ablate_config.ablation_section()
   config.ablation.gammas, config.ablation.margins = tuple(gammas), tuple(margins)
   config.num_devices = 1
   return _tiny(config) if tiny else config
 
 
-def fig_robustness(path: str, *, tiny: bool = False, say=print) -> dict:
-  """R@1 against γ (at each loss's m) and against m (at its γ), one vmapped ablation per loss."""
+def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, say=print) -> dict:
+  """R@1 against γ (at each loss's m) and against m (at its γ), one vmapped ablation per loss.
+
+  ``steps`` overrides the configs' ``num_steps`` (0: keep them).
+  """
   gammas = (32.0, 1024.0) if tiny else GAMMAS
   margins = (-0.2, 0.3) if tiny else MARGINS
   results = {}
   for loss in _LOSS_CONFIGS:
-    config = _ablation_config(loss, tiny, gammas, margins)
+    config = _ablation_config(loss, tiny, gammas, margins, steps)
     members = ablate.members_from_config(config)
     setup = ablate.make_setup(config, members)
     say(f"Fig. 3: {_LABELS[loss]}, {len(members)} members, {config.num_steps} steps", flush=True)
@@ -187,6 +193,7 @@ def fig_robustness(path: str, *, tiny: bool = False, say=print) -> dict:
              "recall@1": r[1], "final_loss": f}
             for m, r, f in zip(members, out["recall"], out["final_loss"])]
     results[loss] = {"base": base, "rows": rows, "seconds": out["seconds"],
+                     "num_steps": config.num_steps,
                      "gammas": list(gammas), "margins": list(margins)}
     say(f"  {len(members)} members in {out['seconds']:.1f} s", flush=True)
   fig, (ax_g, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
@@ -331,7 +338,8 @@ def fig_training(path4: str, path5: str, *, tiny: bool = False, say=print) -> di
 FIGURES = ("fig1_2", "fig3", "fig4_5")
 
 
-def make_figures(out: str, *, tiny: bool = False, only=FIGURES, say=print) -> dict:
+def make_figures(out: str, *, tiny: bool = False, only=FIGURES, fig3_steps: int = 0,
+                 say=print) -> dict:
   """Writes the PNGs and ``figures.json`` to ``out``; returns the JSON record."""
   unknown = sorted(set(only) - set(FIGURES))
   if unknown:
@@ -343,7 +351,8 @@ def make_figures(out: str, *, tiny: bool = False, only=FIGURES, say=print) -> di
   if "fig1_2" in only:
     record["fig1_2"] = fig_boundaries(os.path.join(out, "fig1_2_boundaries.png"))
   if "fig3" in only:
-    record["fig3"] = fig_robustness(os.path.join(out, "fig3_robustness.png"), tiny=tiny, say=say)
+    record["fig3"] = fig_robustness(os.path.join(out, "fig3_robustness.png"), tiny=tiny,
+                                    steps=fig3_steps, say=say)
   if "fig4_5" in only:
     record["fig4_5"] = fig_training(os.path.join(out, "fig4_similarity.png"),
                                     os.path.join(out, "fig5_convergence.png"), tiny=tiny, say=say)
@@ -403,7 +412,8 @@ def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise SystemExit(f"Unexpected arguments: {argv[1:]}")
-  make_figures(flags.FLAGS.out, tiny=flags.FLAGS.tiny, only=tuple(flags.FLAGS.only))
+  make_figures(flags.FLAGS.out, tiny=flags.FLAGS.tiny, only=tuple(flags.FLAGS.only),
+               fig3_steps=flags.FLAGS.fig3_steps)
 
 
 if __name__ == "__main__":
@@ -413,4 +423,5 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", "docs/figures", "Folder for the PNG files and figures.json.")
   flags.DEFINE_bool("tiny", False, "Smoke run: 3 steps, a tiny model, two grid points per axis.")
   flags.DEFINE_list("only", list(FIGURES), "Which figures to draw.")
+  flags.DEFINE_integer("fig3_steps", 0, "Training steps of every Fig. 3 member (0: the configs').")
   app.run(main)

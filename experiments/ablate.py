@@ -169,12 +169,6 @@ def _stacked_batch(setup: Setup, step: int):
   return {name: np.stack([b[name] for b in per]) for name in per[0]}, 0
 
 
-def _recall_of(embed: Callable, setup: Setup) -> dict[int, float]:
-  c = setup.config
-  emb = embed(setup.data.test_images)
-  return recall_at_k(emb, setup.data.test_labels, tuple(c.eval.ks), block_size=c.eval.block_size)
-
-
 def _embed_batched(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
   """fn over fixed-size batches (the last zero-padded, so one compiled shape); batch axis -2."""
   out = []

@@ -1,13 +1,26 @@
-"""Training: losses by name, TrainState with batch_stats, optimisers, sharded steps, checkpoints.
+"""Training: losses by name, vmapped hyper-parameter ablations, TrainState with batch_stats, optimisers, sharded steps, checkpoints.
 
 Sharded steps: the batch over every device of a ``('data', 'model')`` mesh, and
 for ``circle_class`` the class proxies split along ``'model'`` (:func:`make_mesh_loss`).
 """
 
+from circle_jax.training._ablation import Ablation
+from circle_jax.training._ablation import Member
+from circle_jax.training._ablation import ablation_embed_step
+from circle_jax.training._ablation import ablation_loss
+from circle_jax.training._ablation import ablation_mesh
+from circle_jax.training._ablation import ablation_train_step
+from circle_jax.training._ablation import create_stacked_states
+from circle_jax.training._ablation import jit_ablation_step
+from circle_jax.training._ablation import make_ablation
+from circle_jax.training._ablation import member_sharding
+from circle_jax.training._ablation import stack_states
+from circle_jax.training._ablation import unstack_state
 from circle_jax.training._checkpoint import Checkpointer
 from circle_jax.training._loss_registry import LOSSES
 from circle_jax.training._loss_registry import LossSpec
 from circle_jax.training._loss_registry import get_loss_spec
+from circle_jax.training._loss_registry import make_hparam_loss
 from circle_jax.training._loss_registry import make_loss
 from circle_jax.training._metrics_log import JsonlWriter
 from circle_jax.training._metrics_log import read_jsonl
@@ -35,23 +48,33 @@ from circle_jax.training._steps import embed_step
 from circle_jax.training._steps import train_step
 
 __all__ = (
+    "Ablation",
     "Checkpointer",
     "JsonlWriter",
     "LOSSES",
     "LossSpec",
+    "Member",
     "MetricModel",
     "SHARDED_CLASS_LOSSES",
     "TrainState",
+    "ablation_embed_step",
+    "ablation_loss",
+    "ablation_mesh",
+    "ablation_train_step",
     "batch_sharding",
     "check_model_axis",
     "class_sharding",
+    "create_stacked_states",
     "create_train_state",
     "decay_mask",
     "embed_step",
     "get_loss_spec",
     "jit_embed_step",
+    "jit_ablation_step",
     "jit_train_step",
+    "make_ablation",
     "make_backbone",
+    "make_hparam_loss",
     "make_loss",
     "make_mesh",
     "make_mesh_loss",
@@ -59,9 +82,12 @@ __all__ = (
     "make_schedule",
     "model_axis_size",
     "padded_num_classes",
+    "member_sharding",
     "read_jsonl",
     "replicated",
     "shard_batch",
+    "stack_states",
     "state_shardings",
     "train_step",
+    "unstack_state",
 )

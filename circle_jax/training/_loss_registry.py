@@ -101,15 +101,47 @@ def make_loss(name: str, hparams: Mapping[str, Any] | None = None):
     >>> float(loss_fn(x, jnp.array([0, 0, 1, 1]), None)) > 0
     True
   """
-  spec = get_loss_spec(name)
-  hparams = dict(hparams or {})
-  unknown = sorted(set(hparams) - set(spec.hparams))
-  if unknown:
-    raise ValueError(f"loss {name!r} has no hyper-parameter(s) {unknown}; "
-                     f"it takes {sorted(spec.hparams)}")
-  kwargs = {**spec.hparams, **hparams}
+  spec, hp_loss = make_hparam_loss(name, hparams)
 
   def loss_fn(embeddings, labels, class_weights=None):
+    return hp_loss(embeddings, labels, class_weights, {})
+
+  return spec, loss_fn
+
+
+def make_hparam_loss(name: str, hparams: Mapping[str, Any] | None = None):
+  r"""Like :func:`make_loss`, with hyper-parameters also passed at call time.
+
+  The call-time ``hparams`` override the fixed ones and may be traced arrays
+  (under ``jit``/``vmap``), so one compiled loss serves many values of γ and
+  m — what the hyper-parameter ablations of :mod:`circle_jax.training` vmap
+  over. The reduction is that of :func:`make_loss`.
+
+  Args:
+    name: a key of :data:`LOSSES`.
+    hparams: fixed keyword arguments (static ones such as ``chunk_size`` or
+      ``grad_through_alpha`` belong here); unknown keys are an error.
+
+  Returns:
+    ``(spec, loss_fn)`` with ``loss_fn(embeddings [B, D], labels [B],
+    class_weights [C, D] or None, hparams: dict) -> scalar``; unknown keys in
+    the call-time ``hparams`` are an error too.
+
+  Example:
+    >>> _, loss_fn = make_hparam_loss("circle_pair")
+    >>> x, y = jnp.eye(4, 3) + 0.1, jnp.array([0, 0, 1, 1])
+    >>> f = jax.jit(lambda g: loss_fn(x, y, None, {"gamma": g, "margin": 0.25}))
+    >>> bool(jnp.allclose(f(32.0), make_loss("circle_pair", {"gamma": 32.0, "margin": 0.25})[1](x, y)))
+    True
+  """
+  spec = get_loss_spec(name)
+  fixed = dict(hparams or {})
+  _check_keys(name, spec, fixed)
+
+  def loss_fn(embeddings, labels, class_weights=None, hparams=None):
+    call = dict(hparams or {})
+    _check_keys(name, spec, call)
+    kwargs = {**spec.hparams, **fixed, **call}
     if spec.kind == "pair":
       per_anchor = spec.fn(embeddings, labels, **kwargs)
       valid = L.valid_anchor_mask(labels)
@@ -119,3 +151,10 @@ def make_loss(name: str, hparams: Mapping[str, Any] | None = None):
     return jnp.mean(spec.fn(embeddings, class_weights, labels, **kwargs))
 
   return spec, loss_fn
+
+
+def _check_keys(name: str, spec: LossSpec, hparams: Mapping[str, Any]) -> None:
+  unknown = sorted(set(hparams) - set(spec.hparams))
+  if unknown:
+    raise ValueError(f"loss {name!r} has no hyper-parameter(s) {unknown}; "
+                     f"it takes {sorted(spec.hparams)}")

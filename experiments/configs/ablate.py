@@ -1,0 +1,44 @@
+r"""A vmapped ablation: Circle loss (class-level) over γ and m, on the bundled digits.
+
+The setup of ``experiments/configs/circle_class.py`` (itself the default digits
+setup with class-level Circle loss); eight members: γ ∈ {32, 64, 128, 256, 512,
+1024} at m = 0.25, and m ∈ {0, 0.1} at γ = 256. All eight train as one
+vmapped program, then one after another for the timing comparison.
+
+Command, from the repository root:
+
+  python -m experiments.ablate --config experiments/configs/ablate.py --workdir /tmp/ablate
+
+Override the grid, e.g. ``--config.ablation.mode=product
+--config.ablation.losses=circle_class,am_softmax
+--config.ablation.grad_through_alpha=False,True``. Runtime and result: the
+README's "Ablations" section.
+"""
+
+import ml_collections
+
+from experiments.configs import circle_class
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = circle_class.get_config()
+  config.ablation = ablation_section()
+  return config
+
+
+def ablation_section() -> ml_collections.ConfigDict:
+  """The ``config.ablation`` fields with this file's grid (other configs reuse it)."""
+  ablation = ml_collections.ConfigDict()
+  # "sweep": one hyper-parameter at a time from config.loss; "product": every pair.
+  ablation.mode = "sweep"
+  ablation.gammas = (32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
+  ablation.margins = (0.0, 0.1, 0.25)
+  # Every (γ, m) once per value (Circle losses only); (False, True) doubles the grid.
+  ablation.grad_through_alpha = (False,)
+  # Losses to sweep; empty: config.loss.name only. Others start from their registry defaults.
+  ablation.losses = ()
+  # 0: as many devices as divide the number of members evenly.
+  ablation.num_devices = 0
+  # True: member i uses seed config.seed + i (initialisation, dropout, batches).
+  ablation.vary_seed = False
+  return ablation

@@ -18,8 +18,9 @@ too few for the embedding to beat raw pixels on five unseen ones; the
 closed-set config (closed_set.py) retrieves held-out images of the training
 classes, where it does.
 
-Runtime: 13.5 s wall on 2 idle CPU cores (46 s with the cores shared by other jobs). Result: R@1/2/4/8 = 95.64 / 97.24 /
-98.60 / 99.12 % (raw pixels: 96.68 / 98.20 / 98.92 / 99.36 %).
+Runtime: 13.5 s wall on 2 idle CPU cores (46 s with the cores shared by other
+jobs). Result: R@1/2/4/8 = 95.64 / 97.24 / 98.60 / 99.12 % (raw pixels:
+96.68 / 98.20 / 98.92 / 99.36 %).
 """
 
 import ml_collections

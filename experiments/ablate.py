@@ -33,6 +33,7 @@ import numpy as np
 from circle_jax import data as cdata
 from circle_jax import training
 from circle_jax.metrics import recall_at_k
+from experiments import input_pipeline
 from experiments import train as train_lib
 
 
@@ -129,18 +130,12 @@ def make_setup(config, members: Sequence[training.Member],
   """
   train_lib.validate_config(config)
   if data is None:
-    data = cdata.load_retrieval_data(config.data.name, config.data.path or None,
-                                     train_classes=config.data.train_classes,
-                                     test_classes=config.data.test_classes)
+    data = input_pipeline.DigitsPipeline(config).data
   kinds = [training.get_loss_spec(m.loss).kind for m in members]
   backbone = training.make_backbone(config.model.name, train_lib._model_kwargs(config))  # pylint: disable=protected-access
   model = training.MetricModel(
       backbone, num_classes=data.num_train_classes if "class" in kinds else 0)
-  opt = config.optimizer
-  schedule = training.make_schedule(opt.schedule, base_lr=opt.learning_rate,
-                                    num_steps=config.num_steps, warmup_steps=opt.warmup_steps)
-  tx = training.make_optimizer(opt.name, schedule, momentum=opt.momentum,
-                               weight_decay=opt.weight_decay)
+  _, tx = train_lib.make_schedule_and_optimizer(config)
   seeds = tuple(config.seed + (i if config.ablation.vary_seed else 0) for i in range(len(members)))
   keys = [jax.random.split(jax.random.key(s)) for s in seeds]
   return Setup(config, data, model, tx,
@@ -167,19 +162,6 @@ def _stacked_batch(setup: Setup, step: int):
       cache[key] = _member_batch(setup, i, step)
   per = [cache[k] for k in keys]
   return {name: np.stack([b[name] for b in per]) for name in per[0]}, 0
-
-
-def _embed_batched(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
-  """fn over fixed-size batches (the last zero-padded, so one compiled shape); batch axis -2."""
-  out = []
-  for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
-    pad = batch_size - len(chunk)
-    if pad:
-      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-    e = np.asarray(fn(chunk))
-    out.append(e[..., :batch_size - pad, :])
-  return np.concatenate(out, axis=-2)
 
 
 def num_ablation_devices(n_members: int, wanted: int = 0) -> int:
@@ -233,7 +215,7 @@ def run_vmapped(setup: Setup, members: Sequence[training.Member], *,
         bad = [member_label(members[i]) for i in np.flatnonzero(~np.isfinite(losses))]
         raise FloatingPointError(f"non-finite loss at step {step + 1} for {bad}")
   embed = jax.jit(training.ablation_embed_step)
-  emb = _embed_batched(lambda x: embed(state, x), setup.data.test_images, c.eval.batch_size)
+  emb = train_lib.embed_in_batches(lambda x: embed(state, x), setup.data.test_images, c.eval.batch_size)
   final = [float(v) for v in np.asarray(metrics["loss"])]
   recall = [recall_at_k(e, setup.data.test_labels, tuple(c.eval.ks), block_size=c.eval.block_size)
             if np.isfinite(f) and np.all(np.isfinite(e)) else {k: float("nan") for k in c.eval.ks}
@@ -259,7 +241,7 @@ def run_sequential(setup: Setup, members: Sequence[training.Member], *, say=prin
       batch = training.shard_batch(_member_batch(setup, i, step), mesh)
       state, metrics = step_fn(state, batch, setup.step_rngs[i])
     embed = training.jit_embed_step(mesh, state)
-    emb = _embed_batched(lambda x: embed(state, training.shard_batch({"image": x}, mesh)["image"]),
+    emb = train_lib.embed_in_batches(lambda x: embed(state, training.shard_batch({"image": x}, mesh)["image"]),
                          setup.data.test_images, c.eval.batch_size)
     recall.append(recall_at_k(emb, setup.data.test_labels, tuple(c.eval.ks),
                               block_size=c.eval.block_size))

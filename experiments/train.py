@@ -194,20 +194,45 @@ def _model_kwargs(config) -> dict:
   return kwargs
 
 
-def _embed_all(embed, state, images: np.ndarray, batch_size: int, mesh) -> np.ndarray:
-  """Embeddings of every image, in fixed-size batches (the last one zero-padded)."""
-  n = len(images)
-  multiple = mesh.size  # the batch is split over every device
-  batch_size = -(-batch_size // multiple) * multiple
+def embed_in_batches(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
+  """``fn`` over fixed-size batches of ``images`` (the last one zero-padded), concatenated.
+
+  One batch shape means one compilation. ``fn`` maps ``[batch_size, …]`` images
+  to ``[…, batch_size, D]`` embeddings (the batch on axis −2, so a stack of
+  ablation members ``[N, batch_size, D]`` works too); the padding rows are
+  dropped.
+
+  Example:
+    >>> embed_in_batches(lambda x: x.reshape(len(x), -1) * 2, np.ones((5, 2)), 4).shape
+    (5, 2)
+  """
   out = []
-  for start in range(0, n, batch_size):
+  for start in range(0, len(images), batch_size):
     chunk = images[start:start + batch_size]
     pad = batch_size - len(chunk)
     if pad:
       chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-    batch = training.shard_batch({"image": chunk}, mesh)["image"]
-    out.append(np.asarray(embed(state, batch))[:batch_size - pad])
-  return np.concatenate(out)
+    out.append(np.asarray(fn(chunk))[..., :batch_size - pad, :])
+  return np.concatenate(out, axis=-2)
+
+
+def _embed_all(embed, state, images: np.ndarray, batch_size: int, mesh) -> np.ndarray:
+  """Embeddings of every image, in batches rounded up to a multiple of the device count."""
+  multiple = mesh.size  # the batch is split over every device
+  batch_size = -(-batch_size // multiple) * multiple
+  return embed_in_batches(
+      lambda chunk: embed(state, training.shard_batch({"image": chunk}, mesh)["image"]),
+      images, batch_size)
+
+
+def make_schedule_and_optimizer(config):
+  """``(schedule, tx)`` from ``config.optimizer`` and ``config.num_steps``."""
+  opt = config.optimizer
+  schedule = training.make_schedule(opt.schedule, base_lr=opt.learning_rate,
+                                    num_steps=config.num_steps, warmup_steps=opt.warmup_steps)
+  tx = training.make_optimizer(opt.name, schedule, momentum=opt.momentum,
+                               weight_decay=opt.weight_decay)
+  return schedule, tx
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -243,11 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   backbone = training.make_backbone(config.model.name, _model_kwargs(config))
   model = training.MetricModel(backbone, num_classes=num_classes,
                                class_shards=config.model_axis_size)
-  opt = config.optimizer
-  schedule = training.make_schedule(opt.schedule, base_lr=opt.learning_rate,
-                                    num_steps=config.num_steps, warmup_steps=opt.warmup_steps)
-  tx = training.make_optimizer(opt.name, schedule, momentum=opt.momentum,
-                               weight_decay=opt.weight_decay)
+  schedule, tx = make_schedule_and_optimizer(config)
 
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)

@@ -88,12 +88,7 @@ def _local(name, arg, **overrides):
   c.num_devices = 1
   c.num_steps = 4
   c.checkpoint_every = 4
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)
   return c
 
 

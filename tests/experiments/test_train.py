@@ -27,12 +27,7 @@ def tiny_config(**overrides):
   c.batch.classes_per_batch = 2
   c.batch.images_per_class = 4
   c.optimizer.warmup_steps = 0
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
+  c.update_from_flattened_dict(overrides)
   return c
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
+import threading
 
 import numpy as np
 
@@ -101,6 +102,7 @@ class RecordIOReader:
         self._offsets[int(parts[0])] = int(parts[1])
     self.keys = sorted(self._offsets)
     self._file = None
+    self._open_lock = threading.Lock()
 
   def __len__(self) -> int:
     return len(self.keys)
@@ -108,19 +110,27 @@ class RecordIOReader:
   def __getstate__(self):  # picklable for worker processes: reopen the file lazily
     state = dict(self.__dict__)
     state["_file"] = None
+    del state["_open_lock"]
     return state
 
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._open_lock = threading.Lock()
+
   def read_payload(self, key: int) -> bytes:
-    """The payload of record ``key``, parts re-joined."""
+    """The payload of record ``key``, parts re-joined.
+
+    Reads are positional (``os.pread``): the batch loaders call this from a
+    thread pool, and a shared seek-then-read file position would let one
+    thread's seek land between another's seek and read.
+    """
     if key not in self._offsets:
       raise KeyError(f"RecordIOReader: no record {key} in {self.idx_path}")
-    if self._file is None:
-      self._file = open(self.rec_path, "rb")
-    f = self._file
-    f.seek(self._offsets[key])
+    fd = self._fd()
+    offset = self._offsets[key]
     parts = []
     while True:
-      head = f.read(8)
+      head = os.pread(fd, 8, offset)
       if len(head) < 8:
         raise ValueError(f"{self.rec_path}: truncated record {key}")
       magic, word = struct.unpack("<II", head)
@@ -128,11 +138,17 @@ class RecordIOReader:
         raise ValueError(f"{self.rec_path}: bad magic {magic:#x} at record {key} "
                          f"(offset {self._offsets[key]}); is this a RecordIO file?")
       cflag, length = word >> 29, word & _LENGTH_MASK
-      parts.append(f.read(length))
-      f.seek(-length % 4, os.SEEK_CUR)
+      parts.append(os.pread(fd, length, offset + 8))
+      offset += 8 + length + (-length % 4)
       if cflag in (0, 3):
         break
     return struct.pack("<I", MAGIC).join(parts)
+
+  def _fd(self) -> int:
+    with self._open_lock:
+      if self._file is None:
+        self._file = open(self.rec_path, "rb")
+      return self._file.fileno()
 
   def read(self, key: int) -> tuple[RecordHeader, bytes]:
     """Record ``key`` → (header, image bytes)."""

@@ -87,6 +87,19 @@ def test_recordio_pack_roundtrip(tmp_path, insightface_header):
   np.testing.assert_array_equal(src.images([4])[0], want)
 
 
+def test_recordio_reads_from_many_threads_at_once(tmp_path):
+  # The batch loaders read one RecordIOReader from a thread pool; a shared
+  # seek-then-read file position used to mix records up under load.
+  from concurrent.futures import ThreadPoolExecutor
+  images, _ = fake.write_recordio_pack(str(tmp_path), [20, 20, 20, 20], insightface_header=False,
+                                       magic_in_record=2)
+  reader = cdata.RecordIOReader(str(tmp_path))
+  keys = sorted(images) * 25
+  with ThreadPoolExecutor(16) as pool:
+    got = list(pool.map(lambda k: reader.read(k)[1], keys))
+  assert got == [images[k] for k in keys]
+
+
 def test_recordio_errors(tmp_path):
   with pytest.raises(cdata.DatasetNotFoundError, match="train.rec"):
     cdata.RecordIOReader(str(tmp_path))

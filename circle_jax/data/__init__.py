@@ -1,5 +1,5 @@
 """Input pipelines: bundled digits (class-disjoint and closed-set splits), re-ID folders, face
-packs, TFDS fine-grained sets; P×K sampling, augmentation.
+packs, TFDS fine-grained sets; P×K sampling, augmentation; per-process batches on grain.
 
 Everything here runs on the host; a batch is a deterministic function of
 (seed, step), so a resumed run sees exactly the batches it would have seen.
@@ -9,6 +9,14 @@ The TFDS pipelines (``load_fine_grained``, ``tfds_train_batches``,
 
 from circle_jax.data._augment import random_shift
 from circle_jax.data._augment import random_flip
+from circle_jax.data._augment import flip_images
+from circle_jax.data._augment import shift_images
+from circle_jax.data._loader import EvalBatches
+from circle_jax.data._loader import HostAugment
+from circle_jax.data._loader import SAMPLERS
+from circle_jax.data._loader import TrainBatches
+from circle_jax.data._loader import batch_indices
+from circle_jax.data._loader import grain_batches
 from circle_jax.data._errors import DatasetNotFoundError
 from circle_jax.data._face import load_identity_folders
 from circle_jax.data._face import load_verification_bin
@@ -27,6 +35,7 @@ from circle_jax.data._reid import load_market1501
 from circle_jax.data._reid import load_msmt17
 from circle_jax.data._reid import parse_market1501_name
 from circle_jax.data._sources import ArrayImageSource
+from circle_jax.data._sources import EncodedImageSource
 from circle_jax.data._sources import FileImageSource
 from circle_jax.data._sources import ImageSource
 from circle_jax.data._sources import RecordIOImageSource
@@ -51,6 +60,15 @@ from circle_jax.data._split import stratified_split
 
 __all__ = (
     "ArrayImageSource",
+    "batch_indices",
+    "EncodedImageSource",
+    "EvalBatches",
+    "flip_images",
+    "grain_batches",
+    "HostAugment",
+    "SAMPLERS",
+    "shift_images",
+    "TrainBatches",
     "class_disjoint_split",
     "class_half_split",
     "DatasetNotFoundError",

@@ -76,18 +76,37 @@ class RecordIOImageSource(ImageSource):
 
 
 class ArrayImageSource(ImageSource):
-  """Images already in memory (uint8 [N, H, W, 3])."""
+  """Images already in memory: [N, H, W, C], uint8 (or float, e.g. the bundled digits)."""
 
   def __init__(self, images: np.ndarray, labels):
-    self.array = np.asarray(images, np.uint8)
-    if self.array.ndim != 4 or self.array.shape[-1] != 3:
-      raise ValueError(f"ArrayImageSource: images must be [N, H, W, 3], got {self.array.shape}")
+    self.array = np.asarray(images)
+    if self.array.ndim != 4:
+      raise ValueError(f"ArrayImageSource: images must be [N, H, W, C], got {self.array.shape}")
     self.labels = np.asarray(labels, np.int32)
+    if len(self.labels) != len(self.array):
+      raise ValueError(f"ArrayImageSource: {len(self.array)} images but {len(self.labels)} labels")
     self.size = tuple(self.array.shape[1:3])
 
   def images(self, indices, map_fn=map) -> np.ndarray:
     del map_fn  # already decoded
+    if not len(indices):
+      return np.zeros((0,) + self.array.shape[1:], self.array.dtype)
     return self.array[np.asarray(indices, np.int64)]
 
   def image(self, i: int) -> np.ndarray:
     return self.array[i]
+
+
+class EncodedImageSource(ImageSource):
+  """Encoded images in memory (e.g. the pairs of a ``.bin`` verification set), decoded per read."""
+
+  def __init__(self, encoded: Sequence[bytes], labels, size: Sequence[int]):
+    self.encoded = tuple(encoded)
+    self.labels = np.asarray(labels, np.int32)
+    self.size = (int(size[0]), int(size[1]))
+    if len(self.encoded) != len(self.labels):
+      raise ValueError(f"EncodedImageSource: {len(self.encoded)} images but {len(self.labels)} "
+                       "labels")
+
+  def image(self, i: int) -> np.ndarray:
+    return decode_image(self.encoded[i], self.size)

@@ -32,13 +32,16 @@ from circle_jax.training._optim import make_schedule
 from circle_jax.training._sharded_loss import SHARDED_CLASS_LOSSES
 from circle_jax.training._sharded_loss import check_model_axis
 from circle_jax.training._sharded_loss import make_mesh_loss
+from circle_jax.training._prefetch import MeshPrefetcher
 from circle_jax.training._sharding import batch_sharding
 from circle_jax.training._sharding import class_sharding
 from circle_jax.training._sharding import jit_embed_step
 from circle_jax.training._sharding import jit_train_step
+from circle_jax.training._sharding import make_global_batch
 from circle_jax.training._sharding import make_mesh
 from circle_jax.training._sharding import model_axis_size
 from circle_jax.training._sharding import padded_num_classes
+from circle_jax.training._sharding import process_rows
 from circle_jax.training._sharding import replicated
 from circle_jax.training._sharding import shard_batch
 from circle_jax.training._sharding import state_shardings
@@ -54,6 +57,7 @@ __all__ = (
     "LOSSES",
     "LossSpec",
     "Member",
+    "MeshPrefetcher",
     "MetricModel",
     "SHARDED_CLASS_LOSSES",
     "TrainState",
@@ -74,6 +78,7 @@ __all__ = (
     "jit_train_step",
     "make_ablation",
     "make_backbone",
+    "make_global_batch",
     "make_hparam_loss",
     "make_loss",
     "make_mesh",
@@ -83,6 +88,7 @@ __all__ = (
     "model_axis_size",
     "padded_num_classes",
     "member_sharding",
+    "process_rows",
     "read_jsonl",
     "replicated",
     "shard_batch",

@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -46,24 +47,25 @@ def make_mesh(num_devices: int | None = None, *, model_axis_size: int = 1) -> Me
   """A ``(num_devices // model_axis_size, model_axis_size)`` mesh with axes ``('data', 'model')``.
 
   Args:
-    num_devices: how many of ``jax.devices()`` to use, the first ones (all by default).
+    num_devices: how many of ``jax.devices()`` to use (all by default): the
+      first ones on one process; with several processes an equal number of
+      each process's own devices, so it must be a multiple of the process count.
     model_axis_size: devices along ``'model'``, which splits the class proxies
       (1: everything replicated, pure data parallelism). Must divide
       ``num_devices``.
 
   Raises:
-    ValueError: more devices asked for than visible, or a ``model_axis_size``
-      that is < 1 or does not divide the device count.
+    ValueError: more devices asked for than visible, a count that does not
+      split evenly over the processes, or a ``model_axis_size`` that is < 1 or
+      does not divide the device count.
 
   Example:
     >>> mesh = make_mesh(1)
     >>> mesh.axis_names, dict(mesh.shape)
     (('data', 'model'), {'data': 1, 'model': 1})
   """
-  devices = jax.devices()
-  n = len(devices) if num_devices is None else num_devices
-  if not 1 <= n <= len(devices):
-    raise ValueError(f"make_mesh: num_devices={num_devices} but {len(devices)} devices are visible")
+  devices = _mesh_devices(num_devices)
+  n = len(devices)
   if isinstance(model_axis_size, bool) or not isinstance(model_axis_size, int) or (
       model_axis_size < 1 or n % model_axis_size):
     raise ValueError(f"make_mesh: model_axis_size={model_axis_size!r} must be a positive int "
@@ -71,7 +73,29 @@ def make_mesh(num_devices: int | None = None, *, model_axis_size: int = 1) -> Me
   # Auto axes: XLA propagates the batch sharding through the step (the losses
   # build [B, B] similarity matrices that an explicit-axes mesh would reject).
   return jax.make_mesh((n // model_axis_size, model_axis_size), (DATA_AXIS, MODEL_AXIS),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices[:n])
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices)
+
+
+def _mesh_devices(num_devices: int | None) -> list:
+  """The first ``num_devices / process_count`` local devices of every process, process by process.
+
+  Every process runs the same jitted program, so every process must hold part of
+  the mesh: taking the first N of ``jax.devices()`` would leave a process out
+  (its devices come last) and it would wait forever for the others.
+  """
+  devices = jax.devices()
+  n = len(devices) if num_devices is None else num_devices
+  if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(devices):
+    raise ValueError(f"make_mesh: num_devices={num_devices} but {len(devices)} devices are visible")
+  processes = sorted({d.process_index for d in devices})
+  if len(processes) == 1:
+    return devices[:n]
+  if n % len(processes):
+    raise ValueError(f"make_mesh: num_devices={n} must be a multiple of the {len(processes)} "
+                     "processes (each process takes an equal share of the mesh), or 0 for all")
+  per_process = n // len(processes)
+  by_process = {p: [d for d in devices if d.process_index == p] for p in processes}
+  return [d for p in processes for d in by_process[p][:per_process]]
 
 
 def model_axis_size(mesh: Mesh) -> int:
@@ -144,27 +168,92 @@ def state_shardings(state, mesh: Mesh):
   return jax.tree_util.tree_map_with_path(sharding, state)
 
 
+def process_rows(mesh: Mesh, batch_size: int) -> np.ndarray:
+  """The rows of a ``[batch_size, …]`` global batch that this process's devices hold, in order.
+
+  An input pipeline reads and decodes only these rows; :func:`make_global_batch`
+  assembles the global array from them. With one process they are all rows.
+
+  Raises:
+    ValueError: ``batch_size`` not divisible by the number of devices.
+
+  Example:
+    >>> process_rows(make_mesh(1), 4).tolist()
+    [0, 1, 2, 3]
+  """
+  _check_divisible("batch", batch_size, mesh)
+  index_map = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
+  rows = set()
+  for index in index_map.values():
+    rows.update(range(*index[0].indices(batch_size)))
+  return np.asarray(sorted(rows), np.int64)
+
+
+def _check_divisible(name: str, rows: int, mesh: Mesh) -> None:
+  if rows % mesh.size:
+    raise ValueError(f"{name} has {rows} rows, not divisible by the {mesh.size} devices of the "
+                     f"mesh {dict(mesh.shape)} (the batch is split over all of them)")
+
+
+def make_global_batch(local: dict, mesh: Mesh, batch_size: int,
+                      rows: np.ndarray | None = None) -> dict:
+  """Global ``[batch_size, …]`` arrays on the mesh from this process's rows of the batch.
+
+  Args:
+    local: ``{name: [len(rows), …]}`` host arrays, the rows
+      :func:`process_rows` names, in that order.
+    mesh: from :func:`make_mesh`.
+    batch_size: the global batch size.
+    rows: ``process_rows(mesh, batch_size)`` if already computed.
+
+  Returns:
+    ``{name: jax.Array}`` of global shape ``[batch_size, …]``, split over every
+    device (:func:`batch_sharding`); no process touches another's rows.
+
+  Example:
+    >>> mesh = make_mesh(1)
+    >>> make_global_batch({"label": np.arange(4)}, mesh, 4)["label"].shape
+    (4,)
+  """
+  rows = process_rows(mesh, batch_size) if rows is None else rows
+  sharding = batch_sharding(mesh)
+  out = {}
+  for name, value in local.items():
+    value = np.asarray(value)
+    if value.shape[0] != len(rows):
+      raise ValueError(f"make_global_batch: {name!r} has {value.shape[0]} rows but this process "
+                       f"holds {len(rows)} of the {batch_size}")
+
+    def shard(index, value=value):
+      # Global row slice of one device → the same rows of the process-local array.
+      start, stop, _ = index[0].indices(batch_size)
+      lo = int(np.searchsorted(rows, start))
+      return value[(slice(lo, lo + stop - start),) + tuple(index[1:])]
+
+    out[name] = jax.make_array_from_callback((batch_size,) + value.shape[1:], sharding, shard)
+  return out
+
+
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
   """Places a host batch (the same global batch on every process) on the mesh, over all devices.
 
-  Each process hands over only the rows of its own devices, so this works on a
-  multi-host slice as long as every host builds the same global batch (the
-  samplers of :mod:`circle_jax.data` are functions of (seed, step)).
+  Each process hands over only the rows of its own devices; a pipeline that
+  decodes only those rows in the first place uses :func:`process_rows` and
+  :func:`make_global_batch` instead.
 
   Raises:
     ValueError: the batch size is not divisible by the number of devices of the mesh.
   """
-  n = mesh.size
+  sizes = set()
   for name, value in batch.items():
-    if value.shape[0] % n:
-      raise ValueError(f"batch[{name!r}] has {value.shape[0]} rows, not divisible by the "
-                       f"{n} devices of the mesh {dict(mesh.shape)} (the batch is split over "
-                       "all of them)")
-  sharding = batch_sharding(mesh)
-  return {
-      name: jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
-      for name, value in batch.items()
-  }
+    _check_divisible(f"batch[{name!r}]", value.shape[0], mesh)
+    sizes.add(value.shape[0])
+  out = {}
+  for size in sizes:
+    rows = process_rows(mesh, size)
+    out.update(make_global_batch({k: np.asarray(v)[rows] for k, v in batch.items()
+                                  if v.shape[0] == size}, mesh, size, rows))
+  return out
 
 
 def jit_train_step(loss_fn: Callable, mesh: Mesh, state) -> Callable:

@@ -1,0 +1,227 @@
+"""Per-process batches on grain: each process reads and decodes only its own rows of a batch.
+
+A training batch is a pure function of (seed, step): the sampler draws the
+global index list of step ``s`` (:func:`batch_indices`), the augmentation draws
+its global random numbers (:class:`HostAugment`), and a process keeps the rows
+its devices hold (``circle_jax.training.process_rows``). Only those rows are
+read and decoded, so the work of the input pipeline is divided over the hosts
+while the batches stay independent of how many there are.
+
+The per-step functions (:class:`TrainBatches`, :class:`EvalBatches`) are plain
+picklable objects; :func:`grain_batches` runs them in a ``grain`` pipeline,
+in ``num_workers`` worker processes that decode ahead of the training step,
+through an iterator whose position (``get_state``) goes into the checkpoint.
+``grain`` is imported when :func:`grain_batches` is first called, never by
+``import circle_jax.data``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+import numpy as np
+
+from circle_jax.data._augment import flip_images
+from circle_jax.data._augment import shift_images
+from circle_jax.data._sampling import pk_batch_indices
+from circle_jax.data._sampling import shuffled_batch_indices
+from circle_jax.data._sources import ImageSource
+
+SAMPLERS = ("pk", "shuffle")
+
+
+def batch_indices(labels: np.ndarray, step: int, *, sampler: str, classes_per_batch: int,
+                  images_per_class: int, seed: int) -> np.ndarray:
+  """The global index list of training batch ``step``: P×K or shuffled, a function of (seed, step).
+
+  Args:
+    labels: [N] labels of the training pool.
+    step: the training step.
+    sampler: ``"pk"`` (P classes × K images: pair-wise losses) or
+      ``"shuffle"`` (epochs of permutations, batches of P·K: class-level losses).
+    classes_per_batch: P.
+    images_per_class: K.
+    seed: the data seed.
+
+  Returns:
+    [P·K] int64 indices into ``labels``.
+
+  Example:
+    >>> y = np.repeat(np.arange(4), 5)
+    >>> batch_indices(y, 0, sampler="shuffle", classes_per_batch=2, images_per_class=3, seed=0).shape
+    (6,)
+  """
+  if sampler == "pk":
+    return pk_batch_indices(labels, classes_per_batch, images_per_class, seed=seed, step=step)
+  if sampler == "shuffle":
+    return shuffled_batch_indices(len(labels), classes_per_batch * images_per_class, seed=seed,
+                                  step=step)
+  raise ValueError(f"batch_indices: sampler must be one of {SAMPLERS}, got {sampler!r}")
+
+
+def _normalise(images: np.ndarray, mean, std) -> np.ndarray:
+  if mean is None:
+    return images
+  # Mean/std in [0, 1] units, as torchvision's ImageNet constants are given.
+  x = images.astype(np.float32) / 255.0
+  return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostAugment:
+  """Left–right flips and translations, drawn for the whole batch, applied to a process's rows.
+
+  The random numbers of step ``s`` come from ``default_rng([seed, s, 1])``
+  (stream 1: never the sampler's draws), flips first, then the shifts, for
+  all ``batch_size`` rows; a process applies those of its own rows, so an
+  image is augmented the same way whichever process decodes it.
+
+  Example:
+    >>> x = np.arange(8.0).reshape(2, 1, 4, 1)
+    >>> aug = HostAugment(flip=True)
+    >>> whole = aug(x, np.arange(2), 2, seed=0, step=3)
+    >>> bool((aug(x[1:], np.array([1]), 2, seed=0, step=3) == whole[1:]).all())
+    True
+  """
+
+  flip: bool = False
+  max_shift: int = 0
+
+  def __call__(self, images: np.ndarray, rows: np.ndarray, batch_size: int, *, seed: int,
+               step: int) -> np.ndarray:
+    if not (self.flip or self.max_shift):
+      return images
+    rng = np.random.default_rng([int(seed), int(step), 1])
+    if self.flip:
+      images = flip_images(images, (rng.random(batch_size) < 0.5)[rows])
+    if self.max_shift:
+      dy, dx = rng.integers(0, 2 * self.max_shift + 1, size=(2, batch_size))
+      images = shift_images(images, self.max_shift, dy[rows], dx[rows])
+    return images
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainBatches:
+  """``step → {"image", "label", "step", "decoded"}``: this process's rows of training batch ``step``.
+
+  Attributes:
+    source: the training images (labels up front, pixels decoded on demand).
+    rows: the rows of the global batch this process holds (sorted).
+    sampler, classes_per_batch, images_per_class, seed: see :func:`batch_indices`.
+    augment: the augmentation.
+    mean, std: normalise uint8 images to float32 ``(x / 255 − mean) / std``;
+      ``None`` for sources that are float already.
+
+  Example:
+    >>> from circle_jax.data._sources import ArrayImageSource
+    >>> src = ArrayImageSource(np.zeros((6, 2, 2, 3), np.uint8), [0, 0, 0, 1, 1, 1])
+    >>> fn = TrainBatches(src, np.array([2, 3]), "pk", 2, 2, seed=0, mean=(0.5,), std=(0.5,))
+    >>> b = fn(7)
+    >>> b["image"].shape, b["image"].dtype, int(b["step"]), int(b["decoded"])
+    ((2, 2, 2, 3), dtype('float32'), 7, 2)
+  """
+
+  source: ImageSource
+  rows: np.ndarray
+  sampler: str
+  classes_per_batch: int
+  images_per_class: int
+  seed: int
+  augment: HostAugment = HostAugment()
+  mean: Any = None
+  std: Any = None
+
+  @property
+  def batch_size(self) -> int:
+    return self.classes_per_batch * self.images_per_class
+
+  def indices(self, step: int) -> np.ndarray:
+    """This process's item indices of batch ``step``."""
+    return batch_indices(self.source.labels, step, sampler=self.sampler,
+                         classes_per_batch=self.classes_per_batch,
+                         images_per_class=self.images_per_class, seed=self.seed)[self.rows]
+
+  def __call__(self, step: int) -> dict:
+    step = int(step)
+    idx = self.indices(step)
+    images = self.augment(self.source.images(idx), self.rows, self.batch_size, seed=self.seed,
+                          step=step)
+    return {"image": _normalise(images, self.mean, self.std),
+            "label": self.source.labels[idx], "step": np.int64(step),
+            "decoded": np.int64(len(idx))}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvalBatches:
+  """``b → {"image", "decoded"}``: this process's rows of evaluation batch ``b``, in order.
+
+  Batch ``b`` holds items ``b·batch_size … (b+1)·batch_size − 1``; rows past the
+  last item are zero images (padding: decoded by no one, dropped after embedding).
+
+  Example:
+    >>> from circle_jax.data._sources import ArrayImageSource
+    >>> src = ArrayImageSource(np.ones((5, 2, 2, 3), np.uint8), np.zeros(5))
+    >>> b = EvalBatches(src, np.array([0, 1]), batch_size=4)(1)  # items 4 and 5 (padding)
+    >>> b["image"][:, 0, 0, 0].tolist(), int(b["decoded"])
+    ([1, 0], 1)
+  """
+
+  source: ImageSource
+  rows: np.ndarray
+  batch_size: int
+  mean: Any = None
+  std: Any = None
+
+  def num_batches(self) -> int:
+    return -(-len(self.source) // self.batch_size)
+
+  def __call__(self, b: int) -> dict:
+    idx = int(b) * self.batch_size + self.rows
+    valid = idx < len(self.source)
+    decoded = self.source.images(idx[valid])
+    images = np.zeros((len(idx),) + decoded.shape[1:], decoded.dtype)
+    images[valid] = decoded
+    return {"image": _normalise(images, self.mean, self.std), "decoded": np.int64(valid.sum())}
+
+
+def grain_batches(fn, num_items: int, *, num_workers: int = 0, state: dict | None = None,
+                  buffer_size: int = 2) -> Iterator[dict]:
+  """``fn(0), fn(1), …, fn(num_items − 1)`` from a grain pipeline, decoded ahead.
+
+  Args:
+    fn: a picklable ``int → dict of numpy arrays`` (:class:`TrainBatches`,
+      :class:`EvalBatches`).
+    num_items: the length of the sequence.
+    num_workers: worker processes that call ``fn`` ahead of the consumer (0:
+      in this process, when asked).
+    state: an iterator state from ``get_state()`` of an earlier iterator over
+      the same sequence (a checkpoint): continue where it stopped.
+    buffer_size: items each worker prepares ahead.
+
+  Returns:
+    A grain ``DatasetIterator`` (``get_state()`` / ``set_state()``).
+
+  Example:
+    >>> it = grain_batches(lambda i: {"i": np.int64(i)}, 5)
+    >>> [int(next(it)["i"]) for _ in range(2)], it.get_state()
+    ([0, 1], {'next_index': 2})
+    >>> int(next(grain_batches(lambda i: {"i": np.int64(i)}, 5, state=it.get_state()))["i"])
+    2
+  """
+  import grain  # pylint: disable=g-import-not-at-top
+  if num_workers < 0:
+    raise ValueError(f"grain_batches: num_workers must be ≥ 0, got {num_workers}")
+  ds = grain.MapDataset.range(num_items).map(fn).to_iter_dataset()
+  if num_workers:
+    # Grain's worker processes read absl flags; a library caller (a notebook,
+    # a test) may not have parsed any.
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                     per_worker_buffer_size=buffer_size))
+  it = iter(ds)
+  if state is not None:
+    it.set_state(state)
+  return it

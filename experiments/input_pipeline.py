@@ -1,4 +1,4 @@
-"""``config.data.name`` → the training batches and the evaluation protocol of that dataset.
+"""``config.data.name`` → the training input and the evaluation protocol of that dataset.
 
 | data.name | data | protocol (metric the paper reports) |
 |---|---|---|
@@ -7,16 +7,21 @@
 | ``market1501``, ``msmt17`` | the user's unpacked folders | CMC rank-k and mAP |
 | ``face_folders``, ``face_recordio`` | identity folders / ``train.rec`` packs | 10-fold accuracy on ``.bin`` sets; TAR@FAR on IJB-style templates |
 
-Every pipeline yields float32 batches ``{"image": [B, H, W, C], "label": [B]}``
-that are a function of (seed, step), and evaluates through an
-``embed(images) -> [n, D]`` callable.
+Per process, not per run: every pipeline reads and decodes only the rows of
+each global batch that this process's devices hold (``rows``, from
+``circle_jax.training.process_rows``), training and evaluation alike. The
+digits, re-ID folders and face packs decode in grain worker processes
+(``config.data.num_workers``; 0 decodes in the training process, ahead of the
+step), the fine-grained sets in a tf.data pipeline over the same rows. Each
+training batch is ``{"image": float32 [R, H, W, C], "label": [R], "step"}``, a
+function of (seed, step) and of the rows alone; evaluation goes through an
+:class:`Embed` that the training loop provides.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -29,7 +34,22 @@ REID = ("market1501", "msmt17")
 FACE = ("face_folders", "face_recordio")
 KNOWN = DIGITS + FINE_GRAINED + REID + FACE
 
-Embed = Callable[[np.ndarray], np.ndarray]
+
+class Embed(Protocol):
+  """Embeddings of a whole evaluation set, each process decoding only its rows of every batch."""
+
+  batch_size: int   # the global evaluation batch
+  rows: np.ndarray  # the rows of each evaluation batch this process holds
+
+  def source(self, source: cdata.ImageSource, *, flip: bool = False, mean=None,
+             std=None) -> np.ndarray:
+    """[N, D] embeddings of every image of ``source`` (uint8 images normalised by mean/std);
+    ``flip``: the flip-fused embedding f(x) + f(mirror(x))."""
+
+  def local_batches(self, batches: Iterator[dict], num_items: int, *,
+                    flip: bool = False) -> np.ndarray:
+    """[N, D] embeddings from this process's rows of each batch, as ``batches`` yields them
+    (``{"image": [len(rows), …], "decoded": images read for it}``)."""
 
 
 def protocol_of(name: str) -> str:
@@ -55,8 +75,47 @@ def _recall_table(rows: dict[str, dict[int, float]], ks) -> str:
   return "\n".join(lines)
 
 
+class TrainInput:
+  """This process's rows of training batches ``start …``, with a position to checkpoint.
+
+  ``position()`` is a JSON-able dict: the first step of the underlying
+  iterator and that iterator's own state (grain's ``get_state()``); passed back
+  as ``resume_from``, the input continues exactly after the last batch taken.
+  """
+
+  def __init__(self, make: Callable[[int, dict | None], Iterator[dict]], start: int,
+               resume_from: dict | None = None):
+    state = None
+    if resume_from is not None and resume_from.get("start") is not None:
+      start, state = int(resume_from["start"]), resume_from.get("iterator")
+    self.start = start
+    try:
+      self._it = make(start, state)
+    except Exception:  # pylint: disable=broad-except
+      # A state the iterator cannot take (e.g. saved with another worker count):
+      # the batches are functions of the step, so start afresh at the step.
+      if resume_from is None or resume_from.get("next_step") is None:
+        raise
+      self.start = int(resume_from["next_step"])
+      self._it = make(self.start, None)
+    self._next_step = self.start
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    batch = next(self._it)
+    self._next_step = int(batch["step"]) + 1
+    return batch
+
+  def position(self) -> dict:
+    get_state = getattr(self._it, "get_state", None)
+    return {"start": self.start, "next_step": self._next_step,
+            "iterator": get_state() if get_state else None}
+
+
 class Pipeline:
-  """Training batches and evaluation of one dataset (see the module table)."""
+  """Training input and evaluation of one dataset (see the module table)."""
 
   num_train_classes: int
   description: str
@@ -65,8 +124,10 @@ class Pipeline:
     """A [1, H, W, C] float32 batch to initialise the model with."""
     raise NotImplementedError
 
-  def train_batches(self, first_step: int, num_steps: int, *, sampler: str,
-                    classes_per_batch: int, images_per_class: int, seed: int) -> Iterator[dict]:
+  def train_input(self, rows: np.ndarray, *, num_steps: int, first_step: int, sampler: str,
+                  classes_per_batch: int, images_per_class: int, seed: int,
+                  resume_from: dict | None = None) -> TrainInput:
+    """Batches ``first_step … num_steps − 1`` (or from ``resume_from``), ``rows`` of each."""
     raise NotImplementedError
 
   def evaluate(self, embed: Embed, label: str) -> tuple[dict, dict, str]:
@@ -74,7 +135,37 @@ class Pipeline:
     raise NotImplementedError
 
 
-class DigitsPipeline(Pipeline):
+class _HostDecoded(Pipeline):
+  """Training images from an :class:`circle_jax.data.ImageSource`, decoded in grain workers."""
+
+  source: cdata.ImageSource
+  augment: cdata.HostAugment
+  mean = std = None
+
+  def train_input(self, rows, *, num_steps, first_step, sampler, classes_per_batch,
+                  images_per_class, seed, resume_from=None):
+    fn = cdata.TrainBatches(self.source, rows, sampler, classes_per_batch, images_per_class,
+                            seed, self.augment, self.mean, self.std)
+    workers = int(self.config.data.get("num_workers", 0))
+
+    def make(start, state):
+      sub = _Shifted(fn, start)
+      return cdata.grain_batches(sub, num_steps - start, num_workers=workers, state=state)
+
+    return TrainInput(make, first_step, resume_from)
+
+
+class _Shifted:
+  """``i → fn(start + i)`` (picklable), so a resumed pipeline begins at its first step."""
+
+  def __init__(self, fn, start: int):
+    self.fn, self.start = fn, start
+
+  def __call__(self, i):
+    return self.fn(self.start + int(i))
+
+
+class DigitsPipeline(_HostDecoded):
   """The bundled digits (numpy), Recall@K of the unseen classes next to raw pixels."""
 
   def __init__(self, config):
@@ -84,6 +175,8 @@ class DigitsPipeline(Pipeline):
                                           test_classes=config.data.test_classes,
                                           split=config.data.split)
     self.num_train_classes = self.data.num_train_classes
+    self.source = cdata.ArrayImageSource(self.data.train_images, self.data.train_labels)
+    self.augment = cdata.HostAugment(max_shift=config.data.max_shift)
     seen = "unseen" if config.data.split == "class_disjoint" else "held-out images of the"
     self.description = (f"Retrieval of the {seen} classes {tuple(config.data.test_classes)} "
                         f"({len(self.data.test_labels)} test images, each query left out of its "
@@ -92,16 +185,12 @@ class DigitsPipeline(Pipeline):
   def init_images(self):
     return self.data.train_images[:1]
 
-  def train_batches(self, first_step, num_steps, **kw):
-    for step in range(first_step, num_steps):
-      # Looked up on the module at every step (tests replace it to simulate a crash).
-      yield cdata.train_batch(self.data, step, max_shift=self.config.data.max_shift, **kw)
-
   def evaluate(self, embed, label):
     ev = self.config.eval
     ks = tuple(ev.ks)
     test = self.data.test_images
-    recall = metrics.recall_at_k(embed(test), self.data.test_labels, ks, block_size=ev.block_size)
+    emb = embed.source(cdata.ArrayImageSource(test, self.data.test_labels))
+    recall = metrics.recall_at_k(emb, self.data.test_labels, ks, block_size=ev.block_size)
     raw = metrics.recall_at_k(test.reshape(len(test), -1), self.data.test_labels, ks,
                               block_size=ev.block_size)
     flat = {**{f"recall@{k}": v for k, v in recall.items()},
@@ -125,75 +214,61 @@ class FineGrainedPipeline(Pipeline):
   def init_images(self):
     return np.zeros((1, self.size, self.size, 3), np.float32)
 
-  def train_batches(self, first_step, num_steps, *, sampler, classes_per_batch, images_per_class,
-                    seed):
+  def train_input(self, rows, *, num_steps, first_step, sampler, classes_per_batch,
+                  images_per_class, seed, resume_from=None):
     d = self.config.data
-    for batch in cdata.tfds_train_batches(
-        self.data.train, first_step=first_step, num_steps=num_steps, sampler=sampler,
-        classes_per_batch=classes_per_batch, images_per_class=images_per_class, seed=seed,
-        image_size=self.size, crop_to_bbox=d.crop_to_bbox, min_area=d.min_crop_area):
-      yield {"image": _to_float(batch["image"], d.mean, d.std), "label": batch["label"]}
+
+    def make(start, state):
+      del state  # tf.data restarts at a step: its batches are functions of the step
+      for batch in cdata.tfds_train_batches(
+          self.data.train, first_step=start, num_steps=num_steps, sampler=sampler,
+          classes_per_batch=classes_per_batch, images_per_class=images_per_class, seed=seed,
+          image_size=self.size, crop_to_bbox=d.crop_to_bbox, min_area=d.min_crop_area,
+          rows=rows):
+        yield {"image": _to_float(batch["image"], d.mean, d.std), "label": batch["label"],
+               "step": batch["step"], "decoded": np.int64(len(rows))}
+
+    if resume_from is not None:  # the step is the whole position of a tf.data pipeline
+      resume_from = {"next_step": resume_from.get("next_step"), "start": resume_from.get("next_step")}
+    return TrainInput(make, first_step, resume_from)
 
   def evaluate(self, embed, label):
     d, ev = self.config.data, self.config.eval
-    emb = np.concatenate([
-        embed(_to_float(b, d.mean, d.std))
-        for b in cdata.tfds_eval_images(self.data.test, image_size=self.size,
-                                        batch_size=ev.batch_size, crop_to_bbox=d.crop_to_bbox)])
+    n = len(self.data.test)
+    num_batches = -(-n // embed.batch_size)
+    # This process's images of every evaluation batch, in order; −1 pads past the end.
+    idx = (np.arange(num_batches)[:, None] * embed.batch_size + embed.rows[None, :]).reshape(-1)
+    idx = np.where(idx < n, idx, -1)
+    local = cdata.tfds_eval_images(self.data.test, image_size=self.size,
+                                   batch_size=len(embed.rows), crop_to_bbox=d.crop_to_bbox,
+                                   indices=idx)
+    counts = (idx >= 0).reshape(num_batches, -1).sum(axis=1)
+    emb = embed.local_batches(({"image": _to_float(b, d.mean, d.std), "decoded": c}
+                               for b, c in zip(local, counts)), n)
     ks = tuple(k for k in ev.ks if k < len(emb))
     recall = metrics.recall_at_k(emb, self.data.test.labels, ks, block_size=ev.block_size)
     flat = {f"recall@{k}": v for k, v in recall.items()}
     return {"recall": recall}, flat, _recall_table({label: recall}, ks)
 
 
-class _HostImages(Pipeline):
-  """Images decoded on the host from a :class:`circle_jax.data.ImageSource`, in a thread pool."""
-
-  source: cdata.ImageSource
+class _Photos(_HostDecoded):
+  """uint8 photos (people, faces): flips and shifts, normalised by the config's mean/std."""
 
   def __init__(self, config):
     self.config = config
-    self.size = tuple(int(v) for v in config.data.image_size)
-    self.pool = concurrent.futures.ThreadPoolExecutor(max(1, config.data.num_workers))
+    d = config.data
+    self.size = tuple(int(v) for v in d.image_size)
+    self.augment = cdata.HostAugment(flip=True, max_shift=d.max_shift)
+    self.mean, self.std = tuple(d.mean), tuple(d.std)
 
   def init_images(self):
     return np.zeros((1, *self.size, 3), np.float32)
 
-  def _load(self, source, indices):
-    return source.images(indices, map_fn=self.pool.map)
-
-  def train_batches(self, first_step, num_steps, *, sampler, classes_per_batch, images_per_class,
-                    seed):
-    d = self.config.data
-    labels = self.source.labels
-    for step in range(first_step, num_steps):
-      if sampler == "pk":
-        idx = cdata.pk_batch_indices(labels, classes_per_batch, images_per_class, seed=seed,
-                                     step=step)
-      else:
-        idx = cdata.shuffled_batch_indices(len(labels), classes_per_batch * images_per_class,
-                                           seed=seed, step=step)
-      images = self._load(self.source, idx)
-      # Stream 1 of (seed, step): augmentation never reuses the sampler's draws.
-      rng = np.random.default_rng([seed, step, 1])
-      images = cdata.random_flip(images, rng)
-      if d.max_shift:
-        images = cdata.random_shift(images, d.max_shift, rng)
-      yield {"image": _to_float(images, d.mean, d.std), "label": labels[idx]}
-
-  def _embed_source(self, embed: Embed, source, flip: bool = False) -> np.ndarray:
-    d, bs = self.config.data, self.config.eval.batch_size
-    out = []
-    for start in range(0, len(source), bs):
-      images = self._load(source, range(start, min(start + bs, len(source))))
-      e = embed(_to_float(images, d.mean, d.std))
-      if flip:  # the flip-fused embedding of face verification: f(x) + f(flip(x))
-        e = e + embed(_to_float(images[:, :, ::-1], d.mean, d.std))
-      out.append(e)
-    return np.concatenate(out)
+  def _embed(self, embed: Embed, source, flip: bool = False) -> np.ndarray:
+    return embed.source(source, flip=flip, mean=self.mean, std=self.std)
 
 
-class ReidPipeline(_HostImages):
+class ReidPipeline(_Photos):
   """Market-1501 / MSMT17 folders; CMC rank-k and mAP of query against gallery."""
 
   def __init__(self, config):
@@ -209,8 +284,8 @@ class ReidPipeline(_HostImages):
   def evaluate(self, embed, label):
     ranks = tuple(self.config.eval.ks)
     q, g = self.data.query, self.data.gallery
-    qe = self._embed_source(embed, cdata.FileImageSource(q.paths, q.pids, self.size))
-    ge = self._embed_source(embed, cdata.FileImageSource(g.paths, g.pids, self.size))
+    qe = self._embed(embed, cdata.FileImageSource(q.paths, q.pids, self.size))
+    ge = self._embed(embed, cdata.FileImageSource(g.paths, g.pids, self.size))
     r = metrics.cmc_map(qe, q.pids, q.cams, ge, g.pids, g.cams, ranks,
                         block_size=self.config.eval.block_size)
     flat = {**{f"cmc@{k}": v for k, v in r["cmc"].items()}, "map": r["map"],
@@ -222,7 +297,7 @@ class ReidPipeline(_HostImages):
     return {"cmc": r["cmc"], "map": r["map"], "num_queries": r["num_queries"]}, flat, table
 
 
-class FacePipeline(_HostImages):
+class FacePipeline(_Photos):
   """Face training from identity folders or a RecordIO pack; verification on ``.bin`` sets."""
 
   def __init__(self, config):
@@ -245,10 +320,9 @@ class FacePipeline(_HostImages):
     result, flat, lines = {"verification": {}}, {}, []
     header = f"{'Verification':<16}{'acc (%)':>10}{'± std':>8}{'pairs':>8}"
     for name in d.val_sets:
-      path = os.path.join(d.val_path, f"{name}.bin")
-      images, issame = cdata.load_verification_bin(path, self.size)
-      emb = self._embed_source(embed, cdata.ArrayImageSource(images, np.zeros(len(images))),
-                               flip=True)
+      encoded, issame = cdata.read_verification_bin(os.path.join(d.val_path, f"{name}.bin"))
+      source = cdata.EncodedImageSource(encoded, np.zeros(len(encoded)), self.size)
+      emb = self._embed(embed, source, flip=True)
       r = metrics.verification_accuracy(metrics.pair_scores(emb), issame,
                                         num_folds=self.config.eval.num_folds)
       result["verification"][name] = r
@@ -258,7 +332,7 @@ class FacePipeline(_HostImages):
     if d.ijb_path:
       ijb = cdata.load_ijb(d.ijb_path, d.ijb_name, d.ijb_image_dir)
       src = cdata.FileImageSource(ijb.image_paths, np.zeros(len(ijb.image_paths)), self.size)
-      emb = self._embed_source(embed, src, flip=True)
+      emb = self._embed(embed, src, flip=True)
       templates, feats = metrics.template_embeddings(emb, ijb.template_ids, ijb.media_ids)
       scores = metrics.template_pair_scores(templates, feats, ijb.pairs_a, ijb.pairs_b)
       tar = metrics.tar_at_far(scores, ijb.issame, fars=tuple(self.config.eval.fars))

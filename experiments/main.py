@@ -6,6 +6,20 @@ Run from the repository root:
 
 Any config field can be overridden: ``--config.loss.gamma=256``. Started again
 with the same ``--workdir``, a run resumes from its newest checkpoint.
+
+On several hosts, run the same command once per host (one process each) with
+JAX's distributed flags:
+
+  python -m experiments.main --config ... --workdir <shared dir> \
+      --coordinator_address=<host 0>:12355 --num_processes=N --process_id=<i>
+
+On a TPU VM, a SLURM or an Open MPI cluster, ``--config.distributed=True``
+without those flags lets JAX detect them. On CPUs a multi-process run uses
+gloo collectives (several processes on one machine, each with its devices via
+``XLA_FLAGS=--xla_force_host_platform_device_count=K``, is how the tests run it).
+A process that dies makes the others stop with an error naming it within
+``--heartbeat_timeout_seconds``; restarting every process resumes from the last
+checkpoint.
 """
 
 from absl import app
@@ -19,16 +33,41 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.jsonl.")
 config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config()).",
                                 lock_config=True)
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0, for a multi-process run (jax.distributed).")
+flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 … num_processes − 1.")
+flags.DEFINE_integer("heartbeat_timeout_seconds", 100,
+                     "A peer silent this long counts as dead: every process stops.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def initialize_distributed(coordinator_address, num_processes, process_id, *,
+                           heartbeat_timeout_seconds: int = 100) -> None:
+  """``jax.distributed.initialize`` from the flags (or the cluster's own detection).
+
+  On CPU the cross-process collectives are gloo's (XLA's CPU client has none
+  by default).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  given = [v is not None for v in (coordinator_address, num_processes, process_id)]
+  if any(given) and not all(given):
+    raise app.UsageError("--coordinator_address, --num_processes and --process_id go together "
+                         "(or none of them, to let JAX detect a TPU/SLURM/Open MPI cluster)")
+  if all(given) and not 0 <= process_id < num_processes:
+    raise app.UsageError(f"--process_id={process_id} must be in [0, {num_processes})")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                             heartbeat_timeout_seconds=heartbeat_timeout_seconds)
 
 
 def main(argv):
   absl_logging.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if FLAGS.config.distributed:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
+  if FLAGS.config.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
+    initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                           heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (train.ConfigError, FileNotFoundError) as e:

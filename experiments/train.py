@@ -7,7 +7,14 @@ re-ID, 10-fold verification accuracy (and TAR@FAR on IJB-style templates) for fa
 The run is resumable: Orbax checkpoints every ``config.checkpoint_every`` steps
 in ``workdir/checkpoints``, and a restarted run continues from the newest one.
 Batches, augmentation and dropout are functions of (seed, step), so a resumed
-run ends with the same parameters as an uninterrupted one.
+run ends with the same parameters as an uninterrupted one; the input
+pipeline's position is saved in each checkpoint beside the train state.
+
+Several processes (``experiments/main.py``'s distributed flags) run the same
+loop: each reads and decodes only its rows of every batch, training and
+evaluation alike, and the batches are global arrays built from those rows; the
+first process alone prints and writes ``metrics.jsonl``, every process takes
+part in checkpoints.
 
 Metrics go to ``workdir/metrics.jsonl``, one JSON object per line, flushed as
 written; the file is only ever appended to. Lines logged after the last
@@ -18,6 +25,7 @@ last record of each step.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -27,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from circle_jax import data as cdata  # noqa: F401  (the digits pipeline calls cdata.train_batch)
+from circle_jax import data as cdata
 from circle_jax import training
 from experiments import input_pipeline
 
@@ -125,6 +133,14 @@ def validate_config(config) -> None:
   if num_devices > jax.device_count():
     raise ConfigError(f"config.num_devices: {config.num_devices} but only {jax.device_count()} "
                       "devices are visible")
+  if num_devices % jax.process_count():
+    raise ConfigError(f"config.num_devices: {num_devices} devices do not split evenly over the "
+                      f"{jax.process_count()} processes (every process holds an equal share of "
+                      "the mesh); use a multiple of the process count, or 0 for all")
+  for field, low in (("num_workers", 0), ("prefetch", 1)):
+    value = config.data.get(field, low)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise ConfigError(f"config.data.{field}: must be an int ≥ {low}, got {value!r}")
   try:
     spec, _ = training.make_loss(config.loss.name, _loss_hparams(config))
   except ValueError as e:
@@ -216,13 +232,39 @@ def embed_in_batches(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
   return np.concatenate(out, axis=-2)
 
 
-def _embed_all(embed, state, images: np.ndarray, batch_size: int, mesh) -> np.ndarray:
-  """Embeddings of every image, in batches rounded up to a multiple of the device count."""
-  multiple = mesh.size  # the batch is split over every device
-  batch_size = -(-batch_size // multiple) * multiple
-  return embed_in_batches(
-      lambda chunk: embed(state, training.shard_batch({"image": chunk}, mesh)["image"]),
-      images, batch_size)
+class MeshEmbed:
+  """:class:`input_pipeline.Embed` on a mesh: each process decodes its rows of every batch.
+
+  Evaluation batches have ``config.eval.batch_size`` rows, rounded up to a
+  multiple of the device count; the embeddings come back replicated, so every
+  process computes the metric on the whole set, and ``decoded`` counts the
+  images this process read.
+  """
+
+  def __init__(self, state, mesh, batch_size: int, num_workers: int = 0, prefetch: int = 2):
+    self.state, self.mesh = state, mesh
+    self.batch_size = -(-batch_size // mesh.size) * mesh.size
+    self.rows = training.process_rows(mesh, self.batch_size)
+    self.num_workers, self.prefetch = num_workers, prefetch
+    self._steps = {flip: training.jit_embed_step(mesh, state, flip=flip) for flip in (False, True)}
+    self.decoded = 0
+
+  def source(self, source, *, flip=False, mean=None, std=None):
+    fn = cdata.EvalBatches(source, self.rows, self.batch_size, mean, std)
+    batches = cdata.grain_batches(fn, fn.num_batches(), num_workers=self.num_workers)
+    return self.local_batches(batches, len(source), flip=flip)
+
+  def local_batches(self, batches, num_items, *, flip=False):
+    step = self._steps[bool(flip)]
+    it = training.MeshPrefetcher(batches, self.mesh, self.batch_size, size=self.prefetch)
+    try:
+      out = [np.asarray(step(self.state, batch["image"])) for _, batch, _ in it]
+    finally:
+      it.close()
+      self.decoded += it.decoded
+    if not out:
+      raise ValueError("evaluation set is empty")
+    return np.concatenate(out)[:num_items]
 
 
 def make_schedule_and_optimizer(config):
@@ -247,7 +289,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     {k: R@k}}``; fine-grained: ``{"recall"}``; re-ID: ``{"cmc": {k: …},
     "map", "num_queries"}``; face: ``{"verification": {set: {...}},
     "tar_at_far"?}``) plus ``"final_loss"`` (float or None), ``"params"``
-    (final params) and ``"resumed_from"`` (step or None).
+    (the final params as global ``jax.Array``s: with several processes the
+    class proxies may be split across them, so read them with
+    ``jax.experimental.multihost_utils.process_allgather`` where needed),
+    ``"resumed_from"`` (step or None) and ``"input"`` (this process's input
+    statistics, also in ``workdir/input/process_<i>-of-<n>.json``: images
+    decoded for training and evaluation, seconds the steps waited for input).
 
   Raises:
     ConfigError: a bad config. FileNotFoundError (``DatasetNotFoundError``):
@@ -255,7 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   validate_config(config)
   start_time = time.time()
-  is_main = jax.process_index() == 0
+  process, num_processes = jax.process_index(), jax.process_count()
+  is_main = process == 0
   say = print if is_main else (lambda *a, **k: None)
 
   pipeline = input_pipeline.make_pipeline(config)
@@ -274,17 +322,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   init_rng, step_rng = jax.random.split(rng)
   state = training.create_train_state(model, tx, init_rng, jnp.asarray(pipeline.init_images()))
   if config.model.get("pretrained", ""):
-    state = _load_pretrained(state, config)
+    state = _load_pretrained(state, config, say)
   state = jax.device_put(state, training.state_shardings(state, mesh))
 
   os.makedirs(workdir, exist_ok=True)
   ckpt = training.Checkpointer(os.path.join(workdir, "checkpoints"),
                                every_steps=config.checkpoint_every,
                                max_to_keep=config.max_checkpoints)
-  log = training.JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
+  log = training.JsonlWriter(os.path.join(workdir, "metrics.jsonl")) if is_main else None
   resumed_from = ckpt.latest_step()
+  data_position = None
   if resumed_from is not None:
     state = ckpt.restore(state)
+    data_position = ckpt.restore_data(resumed_from)
     say(f"Resumed from the checkpoint of step {resumed_from} in {workdir}", flush=True)
     if is_main:
       log.write({"event": "resume", "step": resumed_from})
@@ -292,51 +342,85 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   step_fn = training.jit_train_step(loss_fn, mesh, state)
   sampler = "pk" if spec.kind == "pair" else "shuffle"
+  batch_size = config.batch.classes_per_batch * config.batch.images_per_class
+  rows = training.process_rows(mesh, batch_size)
+  hosts = f" in {num_processes} processes" if num_processes > 1 else ""
   say(f"Training {config.model.name} with {config.loss.name} ({spec.kind}-level) for "
-      f"{config.num_steps} steps on {mesh.size} device(s) (mesh {dict(mesh.shape)}), batches of "
-      f"{config.batch.classes_per_batch * config.batch.images_per_class} ({sampler})", flush=True)
+      f"{config.num_steps} steps on {mesh.size} device(s){hosts} (mesh {dict(mesh.shape)}), "
+      f"batches of {batch_size} ({sampler})", flush=True)
 
+  train_input = pipeline.train_input(
+      rows, num_steps=config.num_steps, first_step=first_step, sampler=sampler,
+      classes_per_batch=config.batch.classes_per_batch,
+      images_per_class=config.batch.images_per_class, seed=config.seed,
+      resume_from=data_position)
+  prefetch = int(config.data.get("prefetch", 2))
+  batches = training.MeshPrefetcher(train_input, mesh, batch_size, size=prefetch,
+                                    position=train_input.position)
   metrics = None
-  t_log = time.time()
-  batches = pipeline.train_batches(first_step, config.num_steps, sampler=sampler,
-                                   classes_per_batch=config.batch.classes_per_batch,
-                                   images_per_class=config.batch.images_per_class,
-                                   seed=config.seed)
-  for step, batch in zip(range(first_step, config.num_steps), batches):
-    state, metrics = step_fn(state, training.shard_batch(batch, mesh), step_rng)
-    done = step + 1
-    if done % config.log_every == 0 or done == config.num_steps:
-      m = jax.device_get(metrics)
-      rate = (done - max(first_step, done - config.log_every)) / max(time.time() - t_log, 1e-9)
-      t_log = time.time()
-      record = {"step": done, "loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]),
-                "learning_rate": float(schedule(done - 1)), "steps_per_second": rate}
-      if not np.isfinite(record["loss"]):
-        raise FloatingPointError(f"loss is {record['loss']} at step {done}; lower the learning "
-                                 "rate or γ")
-      if is_main:
-        log.write(record)
-      say(f"step {done:>5}/{config.num_steps}  loss {record['loss']:.4f}  "
-          f"lr {record['learning_rate']:.2e}  {rate:.1f} steps/s", flush=True)
-    # The metrics line goes first: a checkpoint never gets ahead of the log.
-    ckpt.save(done, state, force=done == config.num_steps)
+  t_train = t_log = time.time()
+  wait_log = 0.0
+  try:
+    for step in range(first_step, config.num_steps):
+      meta, batch, position = next(batches)
+      if int(meta["step"]) != step:
+        raise RuntimeError(f"the input pipeline is at step {int(meta['step'])}, training at "
+                           f"step {step} (checkpoint {resumed_from} in {workdir})")
+      state, metrics = step_fn(state, batch, step_rng)
+      done = step + 1
+      if done % config.log_every == 0 or done == config.num_steps:
+        m = jax.device_get(metrics)
+        elapsed = max(time.time() - t_log, 1e-9)
+        rate = (done - max(first_step, done - config.log_every)) / elapsed
+        t_log = time.time()
+        record = {"step": done, "loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]),
+                  "learning_rate": float(schedule(done - 1)), "steps_per_second": rate,
+                  "input_wait": (batches.wait_seconds - wait_log) / elapsed}
+        wait_log = batches.wait_seconds
+        if not np.isfinite(record["loss"]):
+          raise FloatingPointError(f"loss is {record['loss']} at step {done}; lower the learning "
+                                   "rate or γ")
+        if is_main:
+          log.write(record)
+        say(f"step {done:>5}/{config.num_steps}  loss {record['loss']:.4f}  "
+            f"lr {record['learning_rate']:.2e}  {rate:.1f} steps/s", flush=True)
+      # The metrics line goes first: a checkpoint never gets ahead of the log.
+      ckpt.save(done, state, force=done == config.num_steps, data=position)
+  finally:
+    batches.close()
+  train_seconds = time.time() - t_train
   ckpt.close()
 
-  embed_step = training.jit_embed_step(mesh, state)
-  embed = lambda images: _embed_all(embed_step, state, images, config.eval.batch_size, mesh)
+  embed = MeshEmbed(state, mesh, config.eval.batch_size,
+                    num_workers=int(config.data.get("num_workers", 0)), prefetch=prefetch)
   result, flat, table = pipeline.evaluate(embed, config.loss.name)
   if is_main:
     log.write({"step": config.num_steps, "event": "eval", **flat})
+  input_stats = {"process": process, "num_processes": num_processes,
+                 "steps": config.num_steps - first_step, "rows_per_batch": len(rows),
+                 "train_images_decoded": batches.decoded, "eval_images_decoded": embed.decoded,
+                 "input_wait_seconds": batches.wait_seconds, "train_seconds": train_seconds}
+  _write_input_stats(workdir, input_stats)
   say(f"\n{pipeline.description}:")
   say(table)
   say(f"\nDone in {time.time() - start_time:.1f} s; metrics in "
       f"{os.path.join(workdir, 'metrics.jsonl')}", flush=True)
+  # Global arrays: with several processes, the class proxies may be split across them.
   return {**result,
           "final_loss": None if metrics is None else float(metrics["loss"]),
-          "params": jax.device_get(state.params), "resumed_from": resumed_from}
+          "params": state.params, "resumed_from": resumed_from, "input": input_stats}
 
 
-def _load_pretrained(state, config):
+def _write_input_stats(workdir: str, stats: dict) -> None:
+  """``workdir/input/process_<i>-of-<n>.json``: what this process's input pipeline did."""
+  path = os.path.join(workdir, "input",
+                      f"process_{stats['process']}-of-{stats['num_processes']}.json")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(stats, f, indent=1)
+
+
+def _load_pretrained(state, config, say=print):
   """Backbone weights from a torchvision ResNet state-dict file (``config.model.pretrained``)."""
   from circle_jax.models import torchvision_resnet_variables  # pylint: disable=g-import-not-at-top
   from experiments import weights  # pylint: disable=g-import-not-at-top
@@ -344,6 +428,6 @@ def _load_pretrained(state, config):
   params, batch_stats = torchvision_resnet_variables(
       state_dict, {"params": state.params["backbone"],
                    "batch_stats": state.batch_stats["backbone"]})
-  print(f"Loaded pretrained backbone weights from {config.model.pretrained}", flush=True)
+  say(f"Loaded pretrained backbone weights from {config.model.pretrained}", flush=True)
   return state.replace(params={**state.params, "backbone": params},
                        batch_stats={**state.batch_stats, "backbone": batch_stats})

@@ -222,20 +222,25 @@ def _boxes(images: EncodedImages) -> np.ndarray:
 
 def train_batches(images: EncodedImages, *, first_step: int, num_steps: int, sampler: str,
                   classes_per_batch: int, images_per_class: int, seed: int, image_size: int,
-                  crop_to_bbox: bool = False, min_area: float = 0.16) -> Iterator[dict]:
+                  crop_to_bbox: bool = False, min_area: float = 0.16,
+                  rows: np.ndarray | None = None) -> Iterator[dict]:
   """Training batches of steps ``first_step … num_steps − 1`` from a tf.data pipeline.
 
   Batch s holds the images of ``pk_batch_indices(labels, P, K, seed, s)`` (or
   a shuffled batch of P·K for class-level losses), each decoded, optionally
   cropped to its box, randomly resized-cropped and flipped with stateless
   seeds (seed, s, position): the same step always gives the same batch,
-  decoded in parallel.
+  decoded in parallel. With ``rows`` (the rows of the batch this process holds,
+  ``circle_jax.training.process_rows``) only those are read and decoded; each
+  keeps the seeds of its position in the whole batch.
 
   Yields:
-    ``{"image": uint8 [P·K, S, S, 3], "label": int32 [P·K]}`` numpy batches.
+    ``{"image": uint8 [R, S, S, 3], "label": int32 [R], "step": int64}`` numpy
+    batches, R = P·K or ``len(rows)``.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   batch_size = classes_per_batch * images_per_class
+  rows = np.arange(batch_size) if rows is None else np.asarray(rows, np.int64)
   labels, encoded, boxes = images.labels, images.encoded, _boxes(images)
 
   def indices(step):
@@ -250,11 +255,14 @@ def train_batches(images: EncodedImages, *, first_step: int, num_steps: int, sam
 
   preprocess = _preprocess_fn(image_size, True, crop_to_bbox, 1.0, min_area)
 
+  def local_indices(step):
+    return indices(step)[rows]
+
   def per_step(step):
-    idx = tf.numpy_function(indices, [step], tf.int64, stateful=False)
-    idx.set_shape([batch_size])
+    idx = tf.numpy_function(local_indices, [step], tf.int64, stateful=False)
+    idx.set_shape([len(rows)])
     return tf.data.Dataset.from_tensor_slices(
-        (tf.fill([batch_size], step), tf.range(batch_size, dtype=tf.int64), idx))
+        (tf.fill([len(rows)], step), tf.constant(rows), idx))
 
   def load(step, pos, i):
     enc, box, label = tf.numpy_function(fetch, [i], (tf.string, tf.float32, tf.int32),
@@ -262,17 +270,28 @@ def train_batches(images: EncodedImages, *, first_step: int, num_steps: int, sam
     box.set_shape([4])
     # A distinct stateless seed per (step, position); the +1 stream flips.
     s = tf.stack([tf.cast(seed, tf.int64), step * batch_size + pos])
-    return {"image": preprocess(enc, box, s), "label": tf.reshape(label, [])}
+    return {"image": preprocess(enc, box, s), "label": tf.reshape(label, []), "step": step}
 
   ds = tf.data.Dataset.range(first_step, num_steps).flat_map(per_step)
   ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch_size).prefetch(2)
-  yield from ds.as_numpy_iterator()
+  ds = ds.batch(len(rows)).prefetch(2)
+  for batch in ds.as_numpy_iterator():
+    yield {**batch, "step": np.int64(batch["step"][0])}
 
 
 def eval_images(images: EncodedImages, *, image_size: int, batch_size: int,
-                crop_to_bbox: bool = False, resize_ratio: float = 256 / 224) -> Iterator[np.ndarray]:
+                crop_to_bbox: bool = False, resize_ratio: float = 256 / 224,
+                indices: np.ndarray | None = None) -> Iterator[np.ndarray]:
   """Every image, in order, resized (shorter side image_size·resize_ratio) and centre-cropped.
+
+  Args:
+    images: the encoded images.
+    image_size: S.
+    batch_size: images per yielded batch.
+    crop_to_bbox: crop to each image's box first.
+    resize_ratio: the shorter side before the centre crop, as a multiple of S.
+    indices: the images to read, in this order (default all); −1 yields a
+      zero image (padding), which is not decoded.
 
   Yields:
     uint8 [≤ batch_size, S, S, 3] batches (the last may be short).
@@ -281,6 +300,8 @@ def eval_images(images: EncodedImages, *, image_size: int, batch_size: int,
   preprocess = _preprocess_fn(image_size, False, crop_to_bbox, resize_ratio, 1.0)
   encoded, boxes = images.encoded, _boxes(images)
   zero_seed = tf.zeros([2], tf.int64)
+
+  indices = np.arange(len(images)) if indices is None else np.asarray(indices, np.int64)
 
   def fetch(i):
     return encoded[int(i)], boxes[int(i)]
@@ -292,8 +313,12 @@ def eval_images(images: EncodedImages, *, image_size: int, batch_size: int,
     box.set_shape([4])
     return preprocess(enc, box, zero_seed)
 
-  ds = tf.data.Dataset.range(len(images)).map(load, num_parallel_calls=tf.data.AUTOTUNE,
-                                                deterministic=True)
+  def load_or_pad(i):
+    return tf.cond(i >= 0, lambda: load(tf.maximum(i, 0)),
+                   lambda: tf.zeros([image_size, image_size, 3], tf.uint8))
+
+  ds = tf.data.Dataset.from_tensor_slices(indices).map(
+      load_or_pad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   yield from ds.batch(batch_size).prefetch(2).as_numpy_iterator()
 
 

@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 import flax.serialization
 import jax
 import orbax.checkpoint as ocp
+
+# The train state and, beside it, the input pipeline's position (one JSON file
+# per process, as grain's Orbax handler writes them).
+_STATE, _DATA = "state", "data"
+
+
+class _Position:
+  """A JSON-able input position in the shape grain's Orbax handler saves and restores."""
+
+  def __init__(self, value: Any = None):
+    self.value = value
+
+  def get_state(self) -> bytes:
+    return json.dumps(self.value).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self.value = json.loads(state.decode())
+
+  def start_prefetch(self) -> None:
+    pass
 
 
 class Checkpointer:
   """Saves and restores a :class:`TrainState` under ``directory``.
 
   The state is stored as its plain state dict (``step``, ``params``,
-  ``batch_stats``, ``opt_state``); saves are synchronous, and Orbax writes each
+  ``batch_stats``, ``opt_state``), with the input pipeline's position beside
+  it when one is given (``data``: any JSON-able value, one per process, e.g.
+  a grain iterator's ``get_state()``; :meth:`restore_data`). Every process
+  takes part in each save and restore; each writes its own shards and its own
+  input position. Saves are synchronous, and Orbax writes each
   step to a temporary directory it renames only when complete, so a process
   killed (even by SIGKILL) mid-save leaves the previous checkpoints intact and
   the next run resumes from the newest complete one.
@@ -31,10 +57,10 @@ class Checkpointer:
     ...                            jax.random.key(0), jnp.ones((1, 8, 8, 1)))
     >>> with tempfile.TemporaryDirectory() as d:
     ...   ckpt = Checkpointer(d, every_steps=1)
-    ...   ckpt.save(5, state)
-    ...   ckpt.latest_step(), int(ckpt.restore(state).step)
+    ...   ckpt.save(5, state, data={"next_step": 5})
+    ...   ckpt.latest_step(), int(ckpt.restore(state).step), ckpt.restore_data()
     True
-    (5, 0)
+    (5, 0, {'next_step': 5})
   """
 
   def __init__(self, directory: str | os.PathLike, *, every_steps: int, max_to_keep: int = 3):
@@ -50,25 +76,46 @@ class Checkpointer:
     """The newest complete checkpoint's step, or ``None``."""
     return self._manager.latest_step()
 
-  def save(self, step: int, state, *, force: bool = False) -> bool:
-    """Saves ``state`` as ``step`` if it is due (or ``force``); returns whether it saved."""
+  def save(self, step: int, state, *, force: bool = False, data: Any = None) -> bool:
+    """Saves ``state`` (and the input position ``data``) as ``step`` if due or ``force``.
+
+    Returns whether it saved.
+    """
     if not force and int(step) % self.every_steps:
       return False
     if self.latest_step() == int(step):
       return False
-    saved = self._manager.save(
-        int(step), args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)), force=True)
+    import grain.checkpoint  # pylint: disable=g-import-not-at-top  (registers its Orbax handler)
+    items = {_STATE: ocp.args.StandardSave(flax.serialization.to_state_dict(state))}
+    if data is not None:
+      items[_DATA] = grain.checkpoint.CheckpointSave(_Position(data))
+    saved = self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
     self._manager.wait_until_finished()
     return saved
 
-  def restore(self, state, step: int | None = None):
-    """``state`` with the leaves of checkpoint ``step`` (newest by default), placed like ``state``'s."""
+  def _step(self, step: int | None) -> int:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self._manager.directory}")
+    return step
+
+  def restore(self, state, step: int | None = None):
+    """``state`` with the leaves of checkpoint ``step`` (newest by default), placed like ``state``'s."""
+    step = self._step(step)
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, flax.serialization.to_state_dict(state))
-    restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
-    return flax.serialization.from_state_dict(state, restored)
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(target)}))
+    return flax.serialization.from_state_dict(state, restored[_STATE])
+
+  def restore_data(self, step: int | None = None) -> Any:
+    """This process's input position saved with checkpoint ``step`` (newest), or ``None``."""
+    step = self._step(step)
+    if not os.path.isdir(os.path.join(self._manager.directory, str(step), _DATA)):
+      return None
+    import grain.checkpoint  # pylint: disable=g-import-not-at-top
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(**{_DATA: grain.checkpoint.CheckpointRestore(_Position())}))
+    return restored[_DATA].value
 
   def close(self):
     self._manager.close()

@@ -291,8 +291,19 @@ def jit_train_step(loss_fn: Callable, mesh: Mesh, state) -> Callable:
                  out_shardings=(s_state, replicated(mesh)), donate_argnums=(0,))
 
 
-def jit_embed_step(mesh: Mesh, state) -> Callable:
-  """``embed(state, images) -> [B, D]``, jitted with the images split over every device."""
+def jit_embed_step(mesh: Mesh, state, *, flip: bool = False) -> Callable:
+  """``embed(state, images) -> [B, D]``, jitted with the images split over every device.
+
+  Args:
+    mesh: from :func:`make_mesh`.
+    state: a train state (only its structure is used, for the shardings).
+    flip: the flip-fused embedding of face verification, f(x) + f(mirror(x)).
+  """
+
+  def embed(state, images):
+    out = embed_step(state, images)
+    return out + embed_step(state, images[:, :, ::-1]) if flip else out
+
   # Replicated output: every process can read all embeddings for evaluation.
-  return jax.jit(embed_step, in_shardings=(state_shardings(state, mesh), batch_sharding(mesh)),
+  return jax.jit(embed, in_shardings=(state_shardings(state, mesh), batch_sharding(mesh)),
                  out_shardings=replicated(mesh))

@@ -62,18 +62,20 @@ def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(tmp_path, mon
     c = tiny_config(**hp)
   whole = train.train_and_evaluate(c, str(tmp_path / "whole"))
 
-  real_batch = train.cdata.train_batch
+  real_batch = train.cdata.TrainBatches.__call__
 
-  def crash_at_step_5(data, step, **kw):
+  def crash_at_step_5(self, step):
     if step == 5:
       raise RuntimeError("simulated crash")
-    return real_batch(data, step, **kw)
+    return real_batch(self, step)
 
   workdir = str(tmp_path / "crashed")
-  monkeypatch.setattr(train.cdata, "train_batch", crash_at_step_5)
+  # The input pipeline fails while preparing batch 5 (ahead of the step, in the
+  # prefetch thread); the loop raises it when it reaches step 5.
+  monkeypatch.setattr(train.cdata.TrainBatches, "__call__", crash_at_step_5)
   with pytest.raises(RuntimeError, match="simulated crash"):
     train.train_and_evaluate(c, workdir)
-  monkeypatch.setattr(train.cdata, "train_batch", real_batch)
+  monkeypatch.setattr(train.cdata.TrainBatches, "__call__", real_batch)
   before = training.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   assert [r["step"] for r in before] == [1, 2, 3, 4, 5]
 
@@ -108,16 +110,19 @@ def test_class_proxies_on_a_model_axis_train_like_one_device(tmp_path, capsys):
   # Equal up to float summation order, which 6 steps at γ = 80 on this tiny
   # CNN amplify to ~1e-4 in the first conv kernel: plain data parallelism on
   # the same 2 devices (model_axis_size=1) differs from 1 device by 2.8e-4
-  # there, the model axis by 1.3e-4 (measured). The per-step comparison at
-  # 1e-5, and the padding rows' exclusion from the loss (a zero row hardly
-  # moves a γ = 80 loss), are tested in tests/training/test_model_axis.py.
+  # there, the model axis by 1.3e-4 (measured); on another CPU the model axis
+  # gave 7.9e-4 in one element of that kernel (−0.00924 vs −0.00845; the
+  # kernel's entries are up to 0.5). The per-step comparison at 1e-5, and the
+  # padding rows' exclusion from the loss (a zero row hardly moves a γ = 80
+  # loss), are tested in tests/training/test_model_axis.py.
   np.testing.assert_allclose(cw_two[:5], cw_one, rtol=1e-4, atol=1e-4)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=5e-4),
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3),
                two["params"], one["params"])
   losses = [[r["loss"] for r in training.read_jsonl(tmp_path / w / "metrics.jsonl") if "loss" in r]
             for w in ("one", "two")]
   assert len(losses[0]) == 6
-  np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+  # 1.8e-4 at step 5 on the CPU that gave the 7.9e-4 above.
+  np.testing.assert_allclose(losses[1], losses[0], rtol=5e-4)
   for k, r in one["recall"].items():
     assert two["recall"][k] == pytest.approx(r, abs=1e-3)  # at most 2 of 2,500 queries differ
 
@@ -210,7 +215,8 @@ def _checkpointed_steps(workdir):
 
 def _untimed(records):
   """The records without their wall-clock fields, which differ between any two runs."""
-  return [{k: v for k, v in r.items() if k != "steps_per_second"} for r in records]
+  return [{k: v for k, v in r.items() if k not in ("steps_per_second", "input_wait")}
+          for r in records]
 
 
 def test_a_run_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_one(tmp_path):

@@ -1,0 +1,232 @@
+"""Real multi-process runs of ``experiments.main``: processes on this machine, loopback coordinator.
+
+Each process gets its own CPU devices (``--xla_force_host_platform_device_count``)
+and the processes talk through gloo; the same config on one process with as
+many devices (this pytest process has 8) is the reference.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from circle_jax import training
+from experiments import train
+from experiments.configs import default
+from experiments.configs import face_circle
+from tests.data import fake_datasets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DIGITS = {"num_steps": 40, "log_every": 5, "checkpoint_every": 10, "max_checkpoints": 2,
+          "model.features": (4,), "model.embedding_dim": 8, "batch.classes_per_batch": 4,
+          "batch.images_per_class": 4, "optimizer.warmup_steps": 0, "eval.batch_size": 504}
+HEARTBEAT_S = 10
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _flag(value) -> str:
+  return str(tuple(value)) if isinstance(value, tuple) else str(value)
+
+
+def _start(workdir, num_processes, devices_per_process, config_file, overrides):
+  """``num_processes`` ``experiments.main`` processes of one run; returns the Popens."""
+  port = _free_port()
+  procs = []
+  for i in range(num_processes):
+    cmd = [sys.executable, "-m", "experiments.main", "--config", config_file,
+           "--workdir", str(workdir), f"--coordinator_address=127.0.0.1:{port}",
+           f"--num_processes={num_processes}", f"--process_id={i}",
+           f"--heartbeat_timeout_seconds={HEARTBEAT_S}"]
+    cmd += [f"--config.{k}={_flag(v)}" for k, v in overrides.items()]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}"}
+    log = open(os.path.join(str(workdir) + f".process{i}.log"), "w")
+    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+  return procs
+
+
+def _log(workdir, i) -> str:
+  with open(str(workdir) + f".process{i}.log") as f:
+    return f.read()
+
+
+def _finish(workdir, procs, timeout=600):
+  for i, p in enumerate(procs):
+    try:
+      p.wait(timeout=timeout)
+    finally:
+      if p.poll() is None:
+        p.kill()
+    assert p.returncode == 0, _log(workdir, i)[-4000:]
+
+
+def _run(workdir, num_processes, devices_per_process, config_file, overrides):
+  _finish(workdir, _start(workdir, num_processes, devices_per_process, config_file, overrides))
+
+
+def _config(module, arg=None, **overrides):
+  c = module.get_config(arg) if arg is not None else module.get_config()
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
+def _final_params(workdir):
+  """The params of the newest checkpoint, as numpy arrays (whatever mesh wrote them)."""
+  ckpt_dir = os.path.join(str(workdir), "checkpoints")
+  path = os.path.join(ckpt_dir, str(max(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())),
+                      "state")
+  with ocp.PyTreeCheckpointer() as c:
+    meta = c.metadata(path)
+    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return c.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))["params"]
+
+
+def _records(workdir):
+  return training.read_jsonl(os.path.join(str(workdir), "metrics.jsonl"))
+
+
+def _losses(workdir):
+  return {r["step"]: r["loss"] for r in _records(workdir) if "loss" in r}
+
+
+def _input_stats(workdir, num_processes):
+  out = []
+  for i in range(num_processes):
+    with open(os.path.join(str(workdir), "input", f"process_{i}-of-{num_processes}.json")) as f:
+      out.append(json.load(f))
+  return out
+
+
+def _untimed(records):
+  return [{k: v for k, v in r.items() if k not in ("steps_per_second", "input_wait")}
+          for r in records]
+
+
+@pytest.fixture(scope="module")
+def digits_two_processes(tmp_path_factory):
+  """The digits run as 2 processes × 4 devices, uninterrupted."""
+  workdir = tmp_path_factory.mktemp("mp") / "two"
+  _run(workdir, 2, 4, "experiments/configs/default.py", DIGITS)
+  return workdir
+
+
+def test_two_processes_train_and_evaluate_like_one_process(digits_two_processes, tmp_path,
+                                                           capsys):
+  two = digits_two_processes
+  one = train.train_and_evaluate(_config(default, **DIGITS, num_devices=8), str(tmp_path / "one"))
+  capsys.readouterr()
+  # The same per-step losses, final parameters and Recall@K, to float32 summation order.
+  assert sorted(_losses(two)) == [5, 10, 15, 20, 25, 30, 35, 40]
+  np.testing.assert_allclose([_losses(two)[s] for s in sorted(_losses(two))],
+                             [_losses(tmp_path / "one")[s] for s in sorted(_losses(two))],
+                             rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
+               _final_params(two), _final_params(tmp_path / "one"))
+  evals = [r for r in _records(two) if r.get("event") == "eval"]
+  assert len(evals) == 1                     # written once, by the first process
+  for k, v in one["recall"].items():
+    assert evals[0][f"recall@{k}"] == pytest.approx(v, abs=2e-3)  # ≤ 5 of 2,500 queries
+  # Only the first process prints.
+  assert "step    40/40" in _log(two, 0) and "Recall@K" in _log(two, 0)
+  assert "step " not in _log(two, 1) and "Recall@K" not in _log(two, 1)
+  assert "on 8 device(s) in 2 processes" in _log(two, 0)
+
+
+def test_each_process_decodes_only_its_rows(digits_two_processes):
+  stats = _input_stats(digits_two_processes, 2)
+  batch = DIGITS["batch.classes_per_batch"] * DIGITS["batch.images_per_class"]
+  for s in stats:
+    assert s["rows_per_batch"] == batch // 2
+    assert s["train_images_decoded"] == DIGITS["num_steps"] * batch // 2
+  # 2,500 test images in 5 batches of 504: 252 rows a process, the padding
+  # of the last batch (20 rows) all in the second process's half.
+  assert [s["eval_images_decoded"] for s in stats] == [1260, 1240]
+
+
+@pytest.mark.parametrize("kill", ["both", "one"])
+def test_killed_processes_resume_and_end_like_an_uninterrupted_run(digits_two_processes, tmp_path,
+                                                                   kill):
+  expected = _records(digits_two_processes)
+  workdir = tmp_path / "killed"
+  procs = _start(workdir, 2, 4, "experiments/configs/default.py", DIGITS)
+  ckpt_dir = workdir / "checkpoints"
+  deadline = time.time() + 300
+  try:
+    while (not (ckpt_dir.is_dir() and any(n.isdigit() for n in os.listdir(ckpt_dir)))
+           and all(p.poll() is None for p in procs) and time.time() < deadline):
+      time.sleep(0.002)
+    assert all(p.poll() is None for p in procs), "a process ended before the first checkpoint"
+    victims = procs if kill == "both" else procs[1:]
+    for p in victims:
+      p.send_signal(signal.SIGKILL)
+    t_kill = time.time()
+    for p in victims:
+      p.wait(timeout=60)
+    if kill == "one":
+      # The survivor notices the lost peer through the missed heartbeats, and stops.
+      procs[0].wait(timeout=HEARTBEAT_S + 50)
+      waited = time.time() - t_kill
+      assert procs[0].returncode != 0
+      assert "unhealthy" in _log(workdir, 0) or "heartbeat" in _log(workdir, 0).lower()
+      assert waited < HEARTBEAT_S + 50
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert procs[1].returncode == -signal.SIGKILL
+  before = _records(workdir)
+  saved = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
+  assert saved and saved[-1] < DIGITS["num_steps"]
+
+  _run(workdir, 2, 4, "experiments/configs/default.py", DIGITS)
+  assert f"Resumed from the checkpoint of step {saved[-1]}" in _log(workdir, 0)
+  after = _records(workdir)
+  assert after[:len(before)] == before
+  assert after[len(before)] == {"event": "resume", "step": saved[-1]}
+  redone = after[len(before) + 1:]
+  assert _untimed(redone) == _untimed([r for r in expected if r["step"] > saved[-1]])
+
+
+def test_face_pack_with_class_proxies_split_across_four_processes(tmp_path, capsys):
+  # circle_class with the proxies on a 'model' axis of 2 that spans two
+  # processes (4 processes × 1 device: mesh data 2 × model 2), decoding in a
+  # grain worker process per process; against one process with 4 devices.
+  pack, bins = tmp_path / "pack", tmp_path / "bins"
+  fake_datasets.write_recordio_pack(str(pack), [6, 5, 7, 6, 5], size=(40, 40))
+  os.makedirs(bins)
+  fake_datasets.write_verification_bin(str(bins / "lfw.bin"), 12, size=(40, 40))
+  overrides = {"data.path": str(pack), "data.val_path": str(bins), "data.val_sets": ("lfw",),
+               "data.num_workers": 1, "model_axis_size": 2, "num_steps": 6,
+               "checkpoint_every": 3, "log_every": 1, "eval.batch_size": 16}
+  _run(tmp_path / "four", 4, 1, "experiments/configs/face_circle.py:local", overrides)
+  one = train.train_and_evaluate(_config(face_circle, "local", **overrides, num_devices=4),
+                                 str(tmp_path / "one"))
+  assert "mesh {'data': 2, 'model': 2}" in capsys.readouterr().out
+  four = tmp_path / "four"
+  assert "in 4 processes (mesh {'data': 2, 'model': 2})" in _log(four, 0)
+  assert sorted(_losses(four)) == list(range(1, 7))
+  np.testing.assert_allclose([_losses(four)[s] for s in range(1, 7)],
+                             [_losses(tmp_path / "one")[s] for s in range(1, 7)], rtol=1e-4)
+  p4, p1 = _final_params(four), _final_params(tmp_path / "one")
+  assert p4["class_weights"].shape == (6, 32)   # 5 identities padded to 6 rows
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4), p4, p1)
+  evals = [r for r in _records(four) if r.get("event") == "eval"]
+  assert evals[0]["lfw_accuracy"] == pytest.approx(one["verification"]["lfw"]["accuracy"])
+  stats = _input_stats(four, 4)
+  assert [s["train_images_decoded"] for s in stats] == [6 * 4] * 4   # 16-image batches
+  # 24 verification images in 2 batches of 16 (4 rows a process).
+  assert sum(s["eval_images_decoded"] for s in stats) == 24

@@ -25,10 +25,13 @@ from experiments.configs import face_circle
 from tests.data import fake_datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DIGITS = {"num_steps": 40, "log_every": 5, "checkpoint_every": 10, "max_checkpoints": 2,
-          "model.features": (4,), "model.embedding_dim": 8, "batch.classes_per_batch": 4,
-          "batch.images_per_class": 4, "optimizer.warmup_steps": 0, "eval.batch_size": 504}
-HEARTBEAT_S = 10
+# The default digits run, shortened. (A smaller CNN would be quicker, but its
+# training is chaotic enough that 1 and 8 devices of one process part after a
+# few steps; on this one they agree to ~1e-6.)
+DIGITS = {"num_steps": 20, "log_every": 5, "checkpoint_every": 5, "max_checkpoints": 2,
+          "eval.batch_size": 504}
+# Generous: on 2 busy cores a compile can starve the heartbeat threads for seconds.
+HEARTBEAT_S = 30
 
 
 def _free_port() -> int:
@@ -130,25 +133,32 @@ def test_two_processes_train_and_evaluate_like_one_process(digits_two_processes,
   one = train.train_and_evaluate(_config(default, **DIGITS, num_devices=8), str(tmp_path / "one"))
   capsys.readouterr()
   # The same per-step losses, final parameters and Recall@K, to float32 summation order.
-  assert sorted(_losses(two)) == [5, 10, 15, 20, 25, 30, 35, 40]
-  np.testing.assert_allclose([_losses(two)[s] for s in sorted(_losses(two))],
-                             [_losses(tmp_path / "one")[s] for s in sorted(_losses(two))],
-                             rtol=1e-4)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
-               _final_params(two), _final_params(tmp_path / "one"))
+  assert sorted(_losses(two)) == [5, 10, 15, 20]
+  # Measured: 2.4e-6 relative at step 20.
+  np.testing.assert_allclose([_losses(two)[s] for s in (5, 10, 15, 20)],
+                             [_losses(tmp_path / "one")[s] for s in (5, 10, 15, 20)], rtol=1e-4)
+  p2, p1 = _final_params(two), _final_params(tmp_path / "one")
+  # Two biases have a gradient that is zero in exact arithmetic (each is
+  # followed by a BatchNorm that subtracts the mean): AdamW scales their
+  # rounding noise to lr-sized steps, and they differ at ~5e-3 between any two
+  # meshes. Every other parameter agrees to 3e-5 (measured).
+  for layer in ("bn_in", "fc"):
+    for p in (p2, p1):
+      assert np.abs(p["backbone"]["head"][layer].pop("bias")).max() < 0.02
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4), p2, p1)
   evals = [r for r in _records(two) if r.get("event") == "eval"]
   assert len(evals) == 1                     # written once, by the first process
   for k, v in one["recall"].items():
     assert evals[0][f"recall@{k}"] == pytest.approx(v, abs=2e-3)  # ≤ 5 of 2,500 queries
   # Only the first process prints.
-  assert "step    40/40" in _log(two, 0) and "Recall@K" in _log(two, 0)
+  assert "step    20/20" in _log(two, 0) and "Recall@K" in _log(two, 0)
   assert "step " not in _log(two, 1) and "Recall@K" not in _log(two, 1)
   assert "on 8 device(s) in 2 processes" in _log(two, 0)
 
 
 def test_each_process_decodes_only_its_rows(digits_two_processes):
   stats = _input_stats(digits_two_processes, 2)
-  batch = DIGITS["batch.classes_per_batch"] * DIGITS["batch.images_per_class"]
+  batch = 5 * 16                              # the default P × K
   for s in stats:
     assert s["rows_per_batch"] == batch // 2
     assert s["train_images_decoded"] == DIGITS["num_steps"] * batch // 2

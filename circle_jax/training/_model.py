@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from circle_jax import models
 
@@ -23,6 +24,10 @@ class MetricModel(nn.Module):
   same values), the padding rows to zero: a sharded run starts from the same
   proxies as a replicated one, and, since the sharded loss gives padding rows
   zero gradient and the decay of a zero row is zero, they stay zero.
+
+  The embeddings come out in float32 whatever the backbone's computation dtype,
+  so that the loss, its normalisation, the class proxies and the log-sum-exp
+  accumulate in float32 under bfloat16 mixed precision.
 
   Attributes:
     backbone: a module mapping ``[B, H, W, C]`` to ``[B, D]``.
@@ -49,7 +54,7 @@ class MetricModel(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     """Args: x [B, H, W, C]. Returns: embeddings [B, D]."""
-    emb = self.backbone(x, train=train)
+    emb = self.backbone(x, train=train).astype(jnp.float32)
     if self.num_classes:
       if isinstance(self.class_shards, bool) or not isinstance(self.class_shards, int) or (
           self.class_shards < 1):
@@ -67,14 +72,43 @@ class MetricModel(nn.Module):
     return emb
 
 
+# Computation dtypes a backbone may use. float16 is left out on purpose: it
+# needs loss scaling (its range ends at 65504), which nothing here does.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _compute_dtype(dtype) -> Any:
+  """``"bfloat16"`` / ``jnp.bfloat16`` / ``np.dtype("bfloat16")`` → ``jnp.bfloat16``."""
+  if isinstance(dtype, str):
+    name = dtype  # the canonical names only, not aliases such as "f4" or "float"
+  else:
+    try:
+      name = np.dtype(dtype).name
+    except TypeError:
+      name = None
+  if name not in DTYPES:
+    raise ValueError(f"dtype: expected one of {', '.join(map(repr, DTYPES))} (the computation "
+                     f"dtype; parameters stay float32), got {dtype!r}")
+  return DTYPES[name]
+
+
 def make_backbone(name: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
   """``"small_cnn"`` or a ResNet name of :data:`circle_jax.models.RESNET_STAGES`.
+
+  ``kwargs`` are the module's attributes. Its ``dtype``, the computation dtype
+  (activations and matmuls), may be given by name, ``"float32"`` or
+  ``"bfloat16"``, or as the dtype itself; parameters, BatchNorm statistics and
+  the embeddings stay float32 either way.
 
   Example:
     >>> make_backbone("resnet18", {"embedding_dim": 128}).stage_sizes
     (2, 2, 2, 2)
+    >>> make_backbone("small_cnn", {"dtype": "bfloat16"}).dtype
+    <class 'jax.numpy.bfloat16'>
   """
   kwargs = dict(kwargs or {})
+  if "dtype" in kwargs:
+    kwargs["dtype"] = _compute_dtype(kwargs["dtype"])
   if name == "small_cnn":
     return models.SmallCNN(**kwargs)
   if name in models.RESNET_STAGES:

@@ -64,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.global_pool = False
   config.model.embedding_dim = 256
   config.model.dropout_rate = 0.0
+  # Computation dtype, "float32" or "bfloat16" (activations and matmuls);
+  # parameters, optimiser state, BatchNorm statistics and the loss stay float32.
+  config.model.dtype = "float32"
 
   # name + the loss's keyword hyper-parameters (circle_jax.training.LOSSES).
   config.loss = ml_collections.ConfigDict()

@@ -47,6 +47,9 @@ def _model(name: str, *, small_input: bool) -> ml_collections.ConfigDict:
   model.small_input = small_input
   model.dropout_rate = 0.0
   model.pretrained = ""
+  # bf16 activations and matmuls, float32 parameters, optimiser state,
+  # BatchNorm statistics and loss: how these models train on TPUs and recent GPUs.
+  model.dtype = "bfloat16"
   return model
 
 
@@ -61,6 +64,8 @@ def _local_model(config, embedding_dim: int = 32) -> None:
   config.model.embedding_dim = embedding_dim
   config.model.dropout_rate = 0.0
   config.model.pretrained = ""
+  # The full run's mixed precision, so the runlocal check covers it too.
+  config.model.dtype = "bfloat16"
 
 
 def _local_run(config, steps: int = 8) -> None:

@@ -95,8 +95,17 @@ def test_losses_return_jax_arrays_per_example():
 def test_losses_import_nothing_heavier_than_jax():
   code = (
       "import sys, circle_jax, circle_jax.parallel; "
-      "heavy = {'flax', 'optax', 'tensorflow', 'torch', 'tensorflow_datasets'} & set(sys.modules); "
-      "print(sorted(heavy))"
+      "heavy = {'flax', 'optax', 'tensorflow', 'torch', 'tensorflow_datasets', 'grain'} "
+      "& set(sys.modules); print(sorted(heavy))"
   )
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]"
+
+
+def test_the_data_and_training_modules_load_no_input_framework_until_used():
+  # grain (worker processes) and TensorFlow (the TFDS sets) come in with the
+  # first pipeline that needs them.
+  code = ("import sys, circle_jax.data, circle_jax.training; "
+          "print(sorted({'grain', 'tensorflow', 'torch'} & set(sys.modules)))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]"

@@ -39,7 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
   # (class-level losses with a class-sharded implementation: circle_class).
   # Must divide the device count; the mesh is (devices / this, this).
   config.model_axis_size = 1
-  # True calls jax.distributed.initialize() first (multi-host TPU/GPU).
+  # True calls jax.distributed.initialize() first, letting JAX detect a TPU
+  # VM, SLURM or Open MPI cluster (experiments/main.py's --coordinator_address,
+  # --num_processes and --process_id imply it).
   config.distributed = False
 
   config.data = ml_collections.ConfigDict()
@@ -51,6 +53,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.train_classes = (0, 1, 2, 3, 4)
   config.data.test_classes = (5, 6, 7, 8, 9)
   config.data.max_shift = 2              # random translation, pixels
+  # Input: grain worker processes that decode ahead of the step (0: in the
+  # training process), and batches put on the devices ahead of it.
+  config.data.num_workers = 0
+  config.data.prefetch = 2
 
   # P classes × K images per batch (class-level losses: shuffled batches of P·K).
   config.batch = ml_collections.ConfigDict()

@@ -106,3 +106,22 @@ def test_eval_images_resize_and_centre_crop_with_bbox():
   cropped = np.concatenate(list(cdata.tfds_eval_images(data.test, image_size=8, batch_size=50,
                                                        crop_to_bbox=True)))
   assert cropped.shape == images.shape
+
+
+def test_a_process_reads_only_its_rows_of_each_tfds_batch():
+  data = _small_data()
+  kw = dict(sampler="pk", classes_per_batch=3, images_per_class=4, seed=1, image_size=8)
+  whole = list(cdata.tfds_train_batches(data.train, first_step=0, num_steps=2, **kw))
+  rows = np.array([1, 2, 7, 11])     # crops and flips keep each row's seed
+  part = list(cdata.tfds_train_batches(data.train, first_step=0, num_steps=2, rows=rows, **kw))
+  for w, p in zip(whole, part):
+    np.testing.assert_array_equal(p["image"], w["image"][rows])
+    np.testing.assert_array_equal(p["label"], w["label"][rows])
+    assert p["step"] == w["step"]
+  assert [int(b["step"]) for b in whole] == [0, 1]
+  # Evaluation: explicit indices, −1 pads with a zero image.
+  got = np.concatenate(list(cdata.tfds_eval_images(data.test, image_size=8, batch_size=3,
+                                                   indices=np.array([4, -1, 0]))))
+  full = np.concatenate(list(cdata.tfds_eval_images(data.test, image_size=8, batch_size=50)))
+  np.testing.assert_array_equal(got[[0, 2]], full[[4, 0]])
+  assert not got[1].any()

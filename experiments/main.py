@@ -22,6 +22,10 @@ A process that dies makes the others stop with an error naming it within
 checkpoint.
 """
 
+import os
+import sys
+import traceback
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -65,13 +69,27 @@ def main(argv):
   absl_logging.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if FLAGS.config.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
+  multi = bool(FLAGS.config.distributed or FLAGS.coordinator_address or FLAGS.num_processes)
+  if multi:
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    return
   except (train.ConfigError, FileNotFoundError) as e:
-    raise SystemExit(f"error: {e}") from None
+    if not multi:
+      raise SystemExit(f"error: {e}") from None
+    print(f"error: {e}", file=sys.stderr)
+  except BaseException:  # pylint: disable=broad-except
+    if not multi:
+      raise
+    traceback.print_exc()
+  # A failed process that left through the normal exit would wait at JAX's
+  # shutdown barrier (minutes) for peers that wait for it in a collective.
+  # Leaving at once, they notice the missing heartbeats and stop too.
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(1)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":

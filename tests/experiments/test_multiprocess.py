@@ -44,17 +44,18 @@ def _flag(value) -> str:
   return str(tuple(value)) if isinstance(value, tuple) else str(value)
 
 
-def _start(workdir, num_processes, devices_per_process, config_file, overrides):
+def _start(workdir, num_processes, devices_per_process, config_file, overrides, script=None):
   """``num_processes`` ``experiments.main`` processes of one run; returns the Popens."""
   port = _free_port()
   procs = []
   for i in range(num_processes):
-    cmd = [sys.executable, "-m", "experiments.main", "--config", config_file,
+    program = [script] if script else ["-m", "experiments.main"]
+    cmd = [sys.executable, *program, "--config", config_file,
            "--workdir", str(workdir), f"--coordinator_address=127.0.0.1:{port}",
            f"--num_processes={num_processes}", f"--process_id={i}",
            f"--heartbeat_timeout_seconds={HEARTBEAT_S}"]
     cmd += [f"--config.{k}={_flag(v)}" for k, v in overrides.items()]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT,
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}"}
     log = open(os.path.join(str(workdir) + f".process{i}.log"), "w")
     procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -209,6 +210,50 @@ def test_killed_processes_resume_and_end_like_an_uninterrupted_run(digits_two_pr
   assert after[len(before)] == {"event": "resume", "step": saved[-1]}
   redone = after[len(before) + 1:]
   assert _untimed(redone) == _untimed([r for r in expected if r["step"] > saved[-1]])
+
+
+_FAILING_MAIN = """
+import sys
+from absl import app
+from circle_jax import data as cdata
+from experiments import main
+
+real = cdata.TrainBatches.__call__
+
+def fail_on_process_1(self, step):
+  import jax
+  if jax.process_index() == 1 and step == 3:
+    raise RuntimeError("damaged image on process 1")
+  return real(self, step)
+
+cdata.TrainBatches.__call__ = fail_on_process_1
+app.run(main.main)
+"""
+
+
+def test_an_error_in_one_process_stops_every_process_promptly(tmp_path):
+  # Not a crash of the machine but an exception (a damaged file, say) in one
+  # process: it exits at once rather than at JAX's shutdown barrier, and the
+  # other, waiting for it in a collective, fails instead of hanging.
+  script = tmp_path / "failing_main.py"
+  script.write_text(_FAILING_MAIN)
+  workdir = tmp_path / "run"
+  t = time.time()
+  procs = _start(workdir, 2, 2, "experiments/configs/default.py",
+                 {**DIGITS, "num_steps": 10}, script=str(script))
+  try:
+    for p in procs:
+      p.wait(timeout=HEARTBEAT_S + 120)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert time.time() - t < HEARTBEAT_S + 120
+  assert [p.returncode != 0 for p in procs] == [True, True]
+  assert "RuntimeError: damaged image on process 1" in _log(workdir, 1)
+  lost = _log(workdir, 0)
+  # gloo sees the connection go (closed or reset), or JAX the missing heartbeats.
+  assert any(m in lost for m in ("by peer", "unhealthy")), lost[-2000:]
 
 
 def test_face_pack_with_class_proxies_split_across_four_processes(tmp_path, capsys):

@@ -239,8 +239,9 @@ def test_an_error_in_one_process_stops_every_process_promptly(tmp_path):
   script.write_text(_FAILING_MAIN)
   workdir = tmp_path / "run"
   t = time.time()
-  procs = _start(workdir, 2, 2, "experiments/configs/default.py",
-                 {**DIGITS, "num_steps": 10}, script=str(script))
+  # num_devices=4 of the 2 × 4: two devices of each process make the mesh.
+  procs = _start(workdir, 2, 4, "experiments/configs/default.py",
+                 {**DIGITS, "num_steps": 10, "num_devices": 4}, script=str(script))
   try:
     for p in procs:
       p.wait(timeout=HEARTBEAT_S + 120)
@@ -250,6 +251,7 @@ def test_an_error_in_one_process_stops_every_process_promptly(tmp_path):
         p.kill()
   assert time.time() - t < HEARTBEAT_S + 120
   assert [p.returncode != 0 for p in procs] == [True, True]
+  assert "on 4 device(s) in 2 processes (mesh {'data': 4, 'model': 1})" in _log(workdir, 0)
   assert "RuntimeError: damaged image on process 1" in _log(workdir, 1)
   lost = _log(workdir, 0)
   # gloo sees the connection go (closed or reset), or JAX the missing heartbeats.

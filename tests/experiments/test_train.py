@@ -175,6 +175,30 @@ def test_wrong_types_name_the_field():
     train.validate_config(c)
 
 
+def test_devices_must_split_evenly_over_the_processes(monkeypatch):
+  # Every process holds an equal share of the mesh (one left out would wait
+  # forever in the first collective).
+  monkeypatch.setattr(jax, "process_count", lambda: 3)
+  c = default.get_config()
+  c.num_devices = 4
+  with pytest.raises(train.ConfigError, match=r"config.num_devices: 4 devices do not split "
+                                              r"evenly over the 3 processes"):
+    train.validate_config(c)
+  c.num_devices, c.batch.images_per_class = 6, 24
+  train.validate_config(c)
+
+
+def test_input_fields_are_checked():
+  c = default.get_config()
+  c.data.num_workers = -1
+  with pytest.raises(train.ConfigError, match=r"config.data.num_workers: must be an int ≥ 0"):
+    train.validate_config(c)
+  c = default.get_config()
+  c.data.prefetch = 0
+  with pytest.raises(train.ConfigError, match=r"config.data.prefetch: must be an int ≥ 1"):
+    train.validate_config(c)
+
+
 def test_missing_data_file(tmp_path):
   c = tiny_config(**{"data.path": str(tmp_path / "missing.csv.gz")})
   with pytest.raises(FileNotFoundError, match="missing.csv.gz"):

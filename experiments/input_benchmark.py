@@ -1,6 +1,6 @@
 r"""Training-input benchmark: the per-process grain loader against the thread-pool loader before it.
 
-Command, from the repository root (the full run takes several minutes on 2 CPU cores):
+Command, from the repository root (the full run: about 10 minutes on 2 loaded CPU cores):
 
   python -m experiments.input_benchmark --workdir /tmp/input_bench   # --workers 0,1,2 --threads 1,2
   python -m experiments.input_benchmark --quick      # tiny sizes: a smoke test, under a minute
@@ -18,7 +18,8 @@ Writes into ``--workdir`` (default: a new temporary folder) a RecordIO pack of
    whole batch through ``source.images(idx, map_fn=pool.map)`` in a thread pool,
    augmented and normalised in the consumer) with ``--threads`` threads; start-up
    seconds (before the first image was decoded: grain's worker processes
-   starting) apart; ratio to the thread pool with the same count (grain 0: 1 thread);
+   starting) apart; ratio to the thread pool with the same count (grain 0: 1
+   thread); medians of ``--rounds`` interleaved rounds (their range in brackets);
 3. grain's decoded images/s and global-batch-equivalent steps/s for a process
    holding half the rows (its share in a 2-process run) against every row;
 4. the share of wall time a short training run (face_circle.py:local on the
@@ -67,15 +68,17 @@ flags.DEFINE_bool("quick", False, "Tiny sizes and few batches (a smoke test).")
 flags.DEFINE_list("workers", ["0", "1", "2"], "grain worker-process counts.")
 flags.DEFINE_list("threads", ["1", "2"], "Thread counts of the thread-pool loader.")
 flags.DEFINE_integer("batches", None, "Batches per loader (default 40; quick 4).")
+flags.DEFINE_integer("rounds", None, "Timings of each loader, interleaved; the median is "
+                     "reported (default 3; quick 1).")
 flags.DEFINE_integer("train_steps", None, "Steps of each training run (default 30; quick 6).")
 flags.DEFINE_list("train_workers", None, "data.num_workers of the training runs "
                   "(default 0 and max(--workers)).")
 
 MAGIC = 0xCED7230A
 FULL = dict(faces=2000, identities=200, market=1500, market_ids=100, P=32, K=4, batches=40,
-            train_steps=30, log_every=5, train_sizes=((32, 32), (112, 112)))
+            rounds=3, train_steps=30, log_every=5, train_sizes=((32, 32), (112, 112)))
 QUICK = dict(faces=160, identities=16, market=96, market_ids=12, P=8, K=4, batches=4,
-             train_steps=6, log_every=2, train_sizes=((32, 32),))
+             rounds=1, train_steps=6, log_every=2, train_sizes=((32, 32),))
 
 
 def load() -> dict:
@@ -179,29 +182,35 @@ def time_loader(make_iter, num_steps: int) -> dict:
 
 
 def input_rates(source, spec: dict, cfg: dict, workers, threads) -> dict:
-  """Images/s of grain (every row, and half the rows) against the thread pool, side by side."""
+  """Images/s of grain (every row, and half the rows) against the thread pool, side by side.
+
+  ``cfg["rounds"]`` rounds, each timing every loader once in turn (all of them
+  meet the same background load); the figures are the medians over the rounds.
+  """
   n, batch = cfg["batches"], cfg["P"] * cfg["K"]
   kw = dict(sampler=spec["sampler"], P=cfg["P"], K=cfg["K"], seed=0,
             max_shift=spec["max_shift"], mean=spec["mean"], std=spec["std"])
-  rows = []
-  for count in sorted(set(workers) | set(threads)):
-    if count in threads:
-      r = time_loader(lambda m: thread_pool_batches(source, m, threads=count, **kw), n)
-      rows.append({"loader": "thread pool", "workers": count, "rows": batch, **r})
-    if count in workers:
-      r = time_loader(lambda m: grain_iter(source, m, workers=count, rows=np.arange(batch),
-                                           **kw), n)
-      rows.append({"loader": "grain", "workers": count, "rows": batch, **r})
-  pool = {r["workers"]: r["images_per_s"] for r in rows if r["loader"] == "thread pool"}
-  for r in rows:
+  loaders = [(name, count, batch) for count in sorted(set(workers) | set(threads))
+             for name, counts in (("thread pool", threads), ("grain", workers)) if count in counts]
+  loaders.append(("grain", max(workers), batch // 2))
+  timed = {key: [] for key in loaders}
+  for _ in range(cfg["rounds"]):
+    for name, count, rows in loaders:
+      make = (lambda m: thread_pool_batches(source, m, threads=count, **kw)) if name != "grain" \
+          else (lambda m: grain_iter(source, m, workers=count, rows=np.arange(rows), **kw))
+      timed[(name, count, rows)].append(time_loader(make, n))
+  out = []
+  for (name, count, rows), runs in timed.items():
+    r = {k: float(np.median([run[k] for run in runs])) for k in runs[0]}
+    out.append({"loader": name, "workers": count, "rows": rows, **r,
+                "images_per_s_rounds": [run["images_per_s"] for run in runs]})
+  pool = {r["workers"]: r["images_per_s"] for r in out if r["loader"] == "thread pool"}
+  for r in out:
     base = pool.get(max(r["workers"], 1)) if r["loader"] == "grain" else None
     r["ratio_to_thread_pool"] = r["images_per_s"] / base if base else None
-  w = max(workers)
-  half = {"loader": "grain", "workers": w, "rows": batch // 2, **time_loader(
-      lambda m: grain_iter(source, m, workers=w, rows=np.arange(batch // 2), **kw), n)}
   print(f"  {spec['title']}: done", file=sys.stderr, flush=True)
   return {"title": spec["title"], "batch": batch, "sampler": spec["sampler"],
-          "size": list(source.size), "images": len(source), "rates": rows, "half_rows": half}
+          "size": list(source.size), "images": len(source), "rates": out[:-1], "half_rows": out[-1]}
 
 
 def train_wait(pack: str, size, workers: int, cfg: dict, workdir: str) -> dict:
@@ -248,7 +257,8 @@ def report(results: dict) -> str:
             "| loader | workers | images/s | start-up s | ratio to thread pool |",
             "|---|---:|---:|---:|---:|"]
     for r in d["rates"]:
-      out.append(f"| {r['loader']} | {r['workers']} | {_f(r['images_per_s'], 0)} | "
+      spread = "–".join(_f(f(r["images_per_s_rounds"]), 0) for f in (min, max))
+      out.append(f"| {r['loader']} | {r['workers']} | {_f(r['images_per_s'], 0)} ({spread}) | "
                  f"{_f(r['startup_s'], 2)} | {_f(r['ratio_to_thread_pool'], 2)} |")
     half = d["half_rows"]
     full = next(r for r in d["rates"] if r["loader"] == "grain" and r["workers"] == half["workers"])
@@ -277,13 +287,12 @@ def _header(when: str, l: dict) -> str:
 
 
 def run(workdir: str | None = None, *, quick: bool = False, workers=(0, 1, 2), threads=(1, 2),
-        batches: int | None = None, train_steps: int | None = None, train_workers=None,
-        out: str | None = None) -> dict:
+        batches=None, rounds=None, train_steps=None, train_workers=None, out=None) -> dict:
   """Writes the data, measures, prints the tables; returns (and writes to ``out``) the figures."""
   import grain  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   cfg = dict(QUICK if quick else FULL)
-  cfg["batches"] = batches or cfg["batches"]
+  cfg["batches"], cfg["rounds"] = batches or cfg["batches"], rounds or cfg["rounds"]
   cfg["train_steps"] = train_steps or cfg["train_steps"]
   workers, threads = sorted({int(w) for w in workers}), sorted({int(t) for t in threads})
   workdir = workdir or tempfile.mkdtemp(prefix="input_bench_")
@@ -330,8 +339,8 @@ def main(argv):
   del argv
   absl_logging.quiet_library_logs()
   run(FLAGS.workdir, quick=FLAGS.quick, workers=FLAGS.workers, threads=FLAGS.threads,
-      batches=FLAGS.batches, train_steps=FLAGS.train_steps, train_workers=FLAGS.train_workers,
-      out=FLAGS.out)
+      batches=FLAGS.batches, rounds=FLAGS.rounds, train_steps=FLAGS.train_steps,
+      train_workers=FLAGS.train_workers, out=FLAGS.out)
 
 
 if __name__ == "__main__":

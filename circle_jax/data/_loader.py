@@ -194,10 +194,10 @@ def grain_batches(fn, num_items: int, *, num_workers: int = 0, state: dict | Non
       :class:`EvalBatches`).
     num_items: the length of the sequence.
     num_workers: worker processes that call ``fn`` ahead of the consumer (0:
-      in this process, when asked).
+      a thread of this process does).
     state: an iterator state from ``get_state()`` of an earlier iterator over
       the same sequence (a checkpoint): continue where it stopped.
-    buffer_size: items each worker prepares ahead.
+    buffer_size: items prepared ahead (by each worker, and by the reading thread).
 
   Returns:
     A grain ``DatasetIterator`` (``get_state()`` / ``set_state()``).
@@ -212,7 +212,11 @@ def grain_batches(fn, num_items: int, *, num_workers: int = 0, state: dict | Non
   import grain  # pylint: disable=g-import-not-at-top
   if num_workers < 0:
     raise ValueError(f"grain_batches: num_workers must be ≥ 0, got {num_workers}")
-  ds = grain.MapDataset.range(num_items).map(fn).to_iter_dataset()
+  # One thread per process (or worker) calls ``fn``, ``buffer_size`` items
+  # ahead: grain's defaults (16 threads, 500 items ahead) would hold hundreds
+  # of whole batches in memory for a face config.
+  read = grain.ReadOptions(num_threads=1, prefetch_buffer_size=buffer_size)
+  ds = grain.MapDataset.range(num_items).map(fn).to_iter_dataset(read)
   if num_workers:
     # Grain's worker processes read absl flags; a library caller (a notebook,
     # a test) may not have parsed any.

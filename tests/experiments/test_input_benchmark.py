@@ -16,7 +16,6 @@ def test_quick_input_benchmark(tmp_path, capsys):
   env = saved["environment"]
   for key in ("load_start", "load_end"):
     assert env[key]["cores"] >= 1 and env[key]["load_1m"] >= 0
-  assert env["grain_read_options"]["num_threads"] >= 0
   for name in ("faces", "market"):
     d = saved["datasets"][name]
     loaders = {(r["loader"], r["workers"]) for r in d["rates"]}

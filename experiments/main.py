@@ -24,6 +24,7 @@ checkpoint.
 
 import os
 import sys
+import time
 import traceback
 
 from absl import app
@@ -65,6 +66,36 @@ def initialize_distributed(coordinator_address, num_processes, process_id, *,
                              heartbeat_timeout_seconds=heartbeat_timeout_seconds)
 
 
+def name_lost_processes(timeout: float) -> None:
+  """After a failure in a multi-process run: prints which processes stopped answering.
+
+  A collective whose peer died fails with a transport error (gloo: "connection
+  reset by peer", an address); the coordination service knows which process it
+  was once its heartbeats stop, so ask it, for up to ``timeout`` seconds.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  client, n = distributed.global_state.client, jax.process_count()
+  if client is None:
+    return
+  deadline = time.time() + timeout
+  while True:
+    try:
+      live = client.get_live_nodes(list(range(n)))
+    except Exception:  # pylint: disable=broad-except  (the coordinator itself is gone)
+      print(f"error: lost the coordinator, process 0 of {n}; process {jax.process_index()} "
+            "stops too", file=sys.stderr, flush=True)
+      return
+    lost = sorted(set(range(n)) - set(live))
+    if lost:
+      print(f"error: lost process(es) {lost} of {n} (no heartbeat); process "
+            f"{jax.process_index()} stops too", file=sys.stderr, flush=True)
+      return
+    if time.time() > deadline:
+      return
+    time.sleep(1)
+
+
 def main(argv):
   absl_logging.quiet_library_logs()
   if len(argv) > 1:
@@ -80,10 +111,13 @@ def main(argv):
     if not multi:
       raise SystemExit(f"error: {e}") from None
     print(f"error: {e}", file=sys.stderr)
-  except BaseException:  # pylint: disable=broad-except
+  except BaseException as e:  # pylint: disable=broad-except
     if not multi:
       raise
     traceback.print_exc()
+    import jax  # pylint: disable=g-import-not-at-top
+    if isinstance(e, jax.errors.JaxRuntimeError):  # a collective failed: whose fault?
+      name_lost_processes(timeout=FLAGS.heartbeat_timeout_seconds + 10)
   # A failed process that left through the normal exit would wait at JAX's
   # shutdown barrier (minutes) for peers that wait for it in a collective.
   # Leaving at once, they notice the missing heartbeats and stop too.

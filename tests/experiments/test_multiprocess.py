@@ -7,6 +7,7 @@ many devices (this pytest process has 8) is the reference.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,6 +33,9 @@ DIGITS = {"num_steps": 20, "log_every": 5, "checkpoint_every": 5, "max_checkpoin
           "eval.batch_size": 504}
 # Generous: on 2 busy cores a compile can starve the heartbeat threads for seconds.
 HEARTBEAT_S = 30
+# How the survivor names the lost process 1: experiments.main's own line, or
+# JAX's coordination service when it stops the process first.
+LOST_1 = re.compile(r"lost process\(es\) \[1\] of 2|stopped sending heartbeats\):\s*1\b")
 
 
 def _free_port() -> int:
@@ -192,7 +196,7 @@ def test_killed_processes_resume_and_end_like_an_uninterrupted_run(digits_two_pr
       procs[0].wait(timeout=HEARTBEAT_S + 50)
       waited = time.time() - t_kill
       assert procs[0].returncode != 0
-      assert "unhealthy" in _log(workdir, 0) or "heartbeat" in _log(workdir, 0).lower()
+      assert LOST_1.search(_log(workdir, 0)), _log(workdir, 0)[-3000:]
       assert waited < HEARTBEAT_S + 50
   finally:
     for p in procs:
@@ -253,21 +257,20 @@ def test_an_error_in_one_process_stops_every_process_promptly(tmp_path):
   assert [p.returncode != 0 for p in procs] == [True, True]
   assert "on 4 device(s) in 2 processes (mesh {'data': 4, 'model': 1})" in _log(workdir, 0)
   assert "RuntimeError: damaged image on process 1" in _log(workdir, 1)
-  lost = _log(workdir, 0)
-  # gloo sees the connection go (closed or reset), or JAX the missing heartbeats.
-  assert any(m in lost for m in ("by peer", "unhealthy")), lost[-2000:]
+  assert LOST_1.search(_log(workdir, 0)), _log(workdir, 0)[-3000:]
 
 
 def test_face_pack_with_class_proxies_split_across_four_processes(tmp_path, capsys):
   # circle_class with the proxies on a 'model' axis of 2 that spans two
-  # processes (4 processes × 1 device: mesh data 2 × model 2), decoding in a
-  # grain worker process per process; against one process with 4 devices.
+  # processes (4 processes × 1 device: mesh data 2 × model 2), against one
+  # process with 4 devices. (Decoding in the training processes: eight
+  # processes on two cores can starve gloo's connection set-up.)
   pack, bins = tmp_path / "pack", tmp_path / "bins"
   fake_datasets.write_recordio_pack(str(pack), [6, 5, 7, 6, 5], size=(40, 40))
   os.makedirs(bins)
   fake_datasets.write_verification_bin(str(bins / "lfw.bin"), 12, size=(40, 40))
   overrides = {"data.path": str(pack), "data.val_path": str(bins), "data.val_sets": ("lfw",),
-               "data.num_workers": 1, "model_axis_size": 2, "num_steps": 6,
+               "data.num_workers": 0, "model_axis_size": 2, "num_steps": 6,
                "checkpoint_every": 3, "log_every": 1, "eval.batch_size": 16}
   _run(tmp_path / "four", 4, 1, "experiments/configs/face_circle.py:local", overrides)
   one = train.train_and_evaluate(_config(face_circle, "local", **overrides, num_devices=4),

@@ -4,6 +4,11 @@ Shapes and dtypes are static, so they are always checked. Values (labels in
 range, γ > 0) are checked only when they are concrete — outside `jit`, or as
 Python constants closed over by it; a traced value cannot raise, and the loss
 documents what it does with it instead.
+
+Labels are checked before conversion, since with x64 disabled `jnp.asarray`
+silently truncates int64 ids to int32. Note that `jax.jit` does the same to
+an int64 numpy argument at its boundary, before any check here can see it:
+remap ids to 0..K-1 in the input pipeline.
 """
 
 from __future__ import annotations
@@ -92,7 +97,35 @@ def _count_nonfinite(x, mask):
 def integer_labels(
     name: str, labels, size: int | None = None, num_classes: int | None = None
 ) -> Array:
-  """A rank-1 ([size]) integer label vector; with num_classes, in [0, C) if concrete."""
+  """A rank-1 ([size]) integer label vector; with num_classes, in [0, C) if concrete.
+
+  Concrete labels are checked before they become a jax array: with x64 disabled
+  ``jnp.asarray`` truncates int64 to int32 without a warning (ids 0 and 2**32
+  would merge), so int64 ids outside int32's range raise instead — out of
+  [0, C) for class-level losses, and with a hint to remap them densely for
+  pair-wise ones. A jax array (or a tracer) is already in its final dtype.
+  """
+  try:
+    value = None if isinstance(labels, jax.Array) and num_classes is None else (
+        concrete_value(labels))
+  except (TypeError, ValueError):  # not array-like: _array below says so
+    value = None
+  if value is not None and value.size and np.issubdtype(value.dtype, np.integer):
+    low, high = int(value.min()), int(value.max())
+    if num_classes is not None and (low < 0 or high >= num_classes):
+      raise ValueError(
+          f"{name} must lie in [0, {num_classes}) for {num_classes} classes, "
+          f"got values in [{low}, {high}]"
+      )
+    target = jax.dtypes.canonicalize_dtype(value.dtype)
+    info = np.iinfo(target)
+    if low < info.min or high > info.max:
+      raise ValueError(
+          f"{name} holds ids in [{low}, {high}], outside the range of {target}, "
+          f"to which JAX converts {value.dtype} with x64 disabled (distinct ids "
+          f"would be truncated into equal ones); remap them to 0..K-1 first, e.g. "
+          f"np.unique({name}, return_inverse=True)[1]"
+      )
   labels = _array(
       name, labels, jnp.integer, "an integer",
       "; cast class ids with .astype(jnp.int32)",
@@ -104,15 +137,6 @@ def integer_labels(
         f"{name} must have shape ({size},) to match the embeddings, got "
         f"{labels.shape}"
     )
-  if num_classes is not None:
-    value = concrete_value(labels)
-    if value is not None and value.size:
-      low, high = int(value.min()), int(value.max())
-      if low < 0 or high >= num_classes:
-        raise ValueError(
-            f"{name} must lie in [0, {num_classes}) for {num_classes} classes, "
-            f"got values in [{low}, {high}]"
-        )
   return labels
 
 

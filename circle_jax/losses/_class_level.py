@@ -171,8 +171,9 @@ def class_circle_loss(
     class_weights: [C, D] float class proxies, one row per class (normalised
       inside, without making a normalised copy). Note pytorch-metric-learning
       stores the transpose, [D, C].
-    labels: [B] integer class ids in [0, C). Checked when concrete; under `jit`
-      an out-of-range label gives NaN for that example.
+    labels: [B] integer class ids in [0, C). Checked when concrete, before any
+      conversion (an int64 id ≥ 2³¹ is reported, not truncated onto a valid
+      class); under `jit` an out-of-range label gives NaN for that example.
     margin: m (paper: 0.25 for face recognition and re-ID).
     gamma: γ > 0 (paper: 256 face recognition, 128 re-ID).
     chunk_size: None for the dense [B, C] logits; an int streams over classes in

@@ -130,7 +130,11 @@ def pairwise_circle_loss(
 
   Args:
     embeddings: [B, D] float anchors.
-    labels: [B] integer labels (any values; only equality matters).
+    labels: [B] integer labels (only equality matters). Concrete int64 ids
+      outside int32's range (x64 disabled) raise a ValueError rather than being
+      truncated into equal ids: remap them first with
+      ``np.unique(labels, return_inverse=True)[1]``. Under `jit` an int64
+      argument is truncated at the jit boundary, where no check can see it.
     margin: m (paper: 0.4 for fine-grained retrieval).
     gamma: γ > 0 (paper: 80).
     ref_embeddings: optional [N, D] reference set (e.g. a cross-batch memory).

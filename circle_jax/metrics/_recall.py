@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from circle_jax.metrics._checks import check_finite
+from circle_jax.metrics._checks import dense_ids
 from circle_jax.metrics._checks import normalise as _normalise
 
 
@@ -48,7 +50,9 @@ def recall_at_k(
              \mathbb{1}\big[\exists\, g \ne q:\ y_g = y_q,\ \operatorname{rank}_q(g) \le K\big]
 
   with items ranked by cosine similarity (embeddings are L2-normalised here;
-  a zero vector stays zero, with cosine 0 to everything).
+  a zero vector stays zero, with cosine 0 to everything). Embeddings holding
+  NaN or inf are rejected, not scored: normalised, they would pass for zero or
+  plausible unit vectors and give an inflated recall.
 
   Choices:
 
@@ -64,7 +68,8 @@ def recall_at_k(
 
   Args:
     embeddings: [N, D] float features (N ≥ 2).
-    labels: [N] integer class ids.
+    labels: [N] integer class ids, any width (int64 ids ≥ 2³¹ are compared
+      exactly: they are remapped to dense ids on the host, never truncated).
     ks: positive integers, each ≤ N − 1 (the gallery size of a query).
     block_size: query rows per block, > 0.
 
@@ -73,7 +78,11 @@ def recall_at_k(
 
   Raises:
     ValueError / TypeError: on wrong ranks, mismatched lengths, non-integer
-      labels, or ``ks`` / ``block_size`` out of range.
+      labels, ``ks`` / ``block_size`` out of range, or NaN/inf in ``embeddings``
+      (the message gives the number of such rows and the first one).
+
+  This is a host-side function (numpy around jitted blocks): call it on
+  concrete arrays, not under ``jax.jit``.
 
   Example:
     >>> import numpy as np
@@ -88,7 +97,7 @@ def recall_at_k(
     Embedding", CVPR 2016 (the protocol); Sun et al., CVPR 2020, Table 4.
   """
   x = jnp.asarray(embeddings)
-  y = jnp.asarray(labels)
+  y = np.asarray(labels)  # numpy: jnp.asarray would truncate int64 ids to int32
   if x.ndim != 2:
     raise ValueError(f"recall_at_k: embeddings must be [N, D], got shape {x.shape}")
   if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -97,7 +106,7 @@ def recall_at_k(
     raise ValueError(
         f"recall_at_k: labels must be [N] with N = {x.shape[0]} (embeddings "
         f"{x.shape}), got shape {y.shape}")
-  if not jnp.issubdtype(y.dtype, jnp.integer):
+  if not np.issubdtype(y.dtype, np.integer):
     raise TypeError(f"recall_at_k: labels must be integers, got dtype {y.dtype}")
   n = x.shape[0]
   if n < 2:
@@ -117,6 +126,9 @@ def recall_at_k(
   if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
     raise ValueError(f"recall_at_k: block_size must be a positive int, got {block_size!r}")
   ks = tuple(int(operator.index(k)) for k in ks)
+  check_finite(embeddings, x, "embeddings", "recall_at_k")
+  (y,) = dense_ids(y)  # only equality matters; any int64 ids fit in int32 afterwards
+  y = jnp.asarray(y)
 
   x = _normalise(x.astype(jnp.promote_types(x.dtype, jnp.float32)))
   hits = np.zeros(len(ks), np.int64)

@@ -13,6 +13,7 @@ from jax.typing import ArrayLike
 from circle_jax.metrics._checks import as_embeddings
 from circle_jax.metrics._checks import as_int_vector
 from circle_jax.metrics._checks import check_block_size
+from circle_jax.metrics._checks import dense_ids
 from circle_jax.metrics._checks import normalise
 
 
@@ -84,8 +85,9 @@ def cmc_map(
 
   Args:
     query_embeddings: [Q, D] float.
-    query_pids: [Q] int identities.
-    query_cams: [Q] int camera ids.
+    query_pids: [Q] int identities (any width: int64 ids ≥ 2³¹ are compared
+      exactly, remapped to dense ids on the host, never truncated).
+    query_cams: [Q] int camera ids (likewise).
     gallery_embeddings: [G, D] float.
     gallery_pids: [G] int identities (negative = junk, ignored).
     gallery_cams: [G] int camera ids.
@@ -97,7 +99,13 @@ def cmc_map(
     [0, 1] (NaN with a warning-free ``num_queries == 0`` if no query has a positive).
 
   Raises:
-    ValueError / TypeError: wrong ranks/shapes/dtypes, naming the argument.
+    ValueError / TypeError: wrong ranks/shapes/dtypes, or NaN/inf in either
+      embedding matrix (with the number of such rows and the first one),
+      naming the argument. Non-finite rows are rejected rather than scored:
+      normalised, they would pass for zero or plausible unit vectors.
+
+  This is a host-side function (numpy around jitted blocks): call it on
+  concrete arrays, not under ``jax.jit``.
 
   Example:
     >>> import numpy as np
@@ -122,6 +130,10 @@ def cmc_map(
   g_cam = as_int_vector(gallery_cams, "gallery_cams", g.shape[0], name)
   ranks = _check_ranks(ranks, name)
   check_block_size(block_size, name)
+  # Ids go to the device as dense int32 ranks (pids and cameras separately,
+  # query and gallery jointly; negative pids stay negative, i.e. junk).
+  q_pid, g_pid = map(jnp.asarray, dense_ids(q_pid, g_pid))
+  q_cam, g_cam = map(jnp.asarray, dense_ids(q_cam, g_cam))
   max_rank = max(ranks)
   dtype = jnp.promote_types(q.dtype, jnp.float32)
   qn, gn = normalise(q.astype(dtype)), normalise(g.astype(dtype))

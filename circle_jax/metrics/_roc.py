@@ -12,6 +12,7 @@ from jax.typing import ArrayLike
 from circle_jax.metrics._checks import as_bool_vector
 from circle_jax.metrics._checks import as_embeddings
 from circle_jax.metrics._checks import as_int_vector
+from circle_jax.metrics._checks import as_scores
 from circle_jax.metrics._checks import normalise
 
 
@@ -32,7 +33,8 @@ def tar_at_far(scores: ArrayLike, issame: ArrayLike,
   (no false accept allowed) but says little: report it only when N₋ ≫ 1/f.
 
   Args:
-    scores: [N] similarities of the template or image pairs.
+    scores: [N] finite similarities of the template or image pairs; NaN or inf
+      raise a ValueError giving their number and first index.
     issame: [N] bools; needs at least one positive and one negative.
     fars: target false accept rates in (0, 1].
 
@@ -48,11 +50,7 @@ def tar_at_far(scores: ArrayLike, issame: ArrayLike,
   References:
     Maze et al., "IARPA Janus Benchmark-C", ICB 2018; Sun et al., CVPR 2020, Table 2.
   """
-  s = np.asarray(scores, np.float64)
-  if s.ndim != 1 or s.size == 0:
-    raise ValueError(f"tar_at_far: scores must be [N] with N ≥ 1, got shape {s.shape}")
-  if not np.isfinite(s).all():
-    raise ValueError("tar_at_far: scores contain NaN or inf")
+  s = as_scores(scores, "scores", "tar_at_far")
   same = as_bool_vector(issame, "issame", s.size, "tar_at_far")
   pos, neg = s[same], np.sort(s[~same])[::-1]
   if pos.size == 0 or neg.size == 0:
@@ -80,13 +78,20 @@ def template_embeddings(embeddings: ArrayLike, template_ids: ArrayLike,
   .. math::  t_T = \mathrm{normalise}\Big(\sum_{m \in T}\ \operatorname{mean}_{i\in m} x_i\Big)
 
   Args:
-    embeddings: [N, D] image features (e.g. flip-fused).
-    template_ids: [N] int template of each image.
+    embeddings: [N, D] finite image features (e.g. flip-fused); NaN or inf
+      raise a ValueError giving the number of such rows and the first one.
+    template_ids: [N] int template of each image (any width; int64 ids ≥ 2³¹
+      are kept exactly, as numpy ids, never truncated to int32).
     media_ids: [N] int media of each image (unique within a template or globally).
 
   Returns:
-    ``(templates, features)``: the sorted distinct template ids [T] and
-    [T, D] unit-norm features, row t for ``templates[t]``.
+    ``(templates, features)``: the sorted distinct template ids [T] (numpy,
+    the dtype of ``template_ids``) and [T, D] unit-norm features, row t for
+    ``templates[t]``.
+
+  Called under ``jax.jit`` with traced embeddings (the ids must be concrete),
+  the values cannot be checked: a template holding a NaN or inf then gets a
+  zero feature (cosine 0 to everything) instead of an error.
 
   Example:
     >>> x = np.array([[1., 0.], [3., 0.], [0., 1.]])
@@ -97,8 +102,8 @@ def template_embeddings(embeddings: ArrayLike, template_ids: ArrayLike,
   name = "template_embeddings"
   x = as_embeddings(embeddings, "embeddings", name)
   n = x.shape[0]
-  tid = np.asarray(as_int_vector(template_ids, "template_ids", n, name))
-  mid = np.asarray(as_int_vector(media_ids, "media_ids", n, name))
+  tid = as_int_vector(template_ids, "template_ids", n, name)   # numpy, full width
+  mid = as_int_vector(media_ids, "media_ids", n, name)
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   templates, t_index = np.unique(tid, return_inverse=True)
   _, tm_index = np.unique(np.stack([t_index, mid], axis=1), axis=0, return_inverse=True)
@@ -119,7 +124,7 @@ def template_pair_scores(templates: ArrayLike, features: ArrayLike, pairs_a: Arr
 
   Args:
     templates: [T] template ids, as returned by :func:`template_embeddings`.
-    features: [T, D] their features.
+    features: [T, D] their features (NaN or inf raise a ValueError).
     pairs_a: [P] template ids of the first member of each pair.
     pairs_b: [P] template ids of the second member.
 

@@ -8,6 +8,7 @@ from jax.typing import ArrayLike
 
 from circle_jax.metrics._checks import as_bool_vector
 from circle_jax.metrics._checks import as_embeddings
+from circle_jax.metrics._checks import as_scores
 from circle_jax.metrics._checks import normalise
 
 
@@ -17,10 +18,14 @@ def pair_scores(embeddings: ArrayLike) -> np.ndarray:
   The layout of the verification ``.bin`` files (two images per pair, in order).
 
   Args:
-    embeddings: [2N, D] float.
+    embeddings: [2N, D] float, finite.
 
   Returns:
     [N] float64 cosine similarities (a zero row has cosine 0 to everything).
+
+  Raises:
+    ValueError: an odd number of rows, or NaN/inf in ``embeddings`` (with the
+      number of such rows and the first one) — never scored as zero vectors.
 
   Example:
     >>> pair_scores(np.array([[1., 0.], [2., 0.], [1., 0.], [0., 3.]])).tolist()
@@ -42,7 +47,8 @@ def best_threshold(scores: ArrayLike, issame: ArrayLike) -> tuple[float, float]:
   smallest maximiser is returned. O(N log N).
 
   Args:
-    scores: [N] similarities (higher = more alike).
+    scores: [N] finite similarities (higher = more alike); NaN or inf raise a
+      ValueError giving their number and first index.
     issame: [N] bools.
 
   Returns:
@@ -52,10 +58,8 @@ def best_threshold(scores: ArrayLike, issame: ArrayLike) -> tuple[float, float]:
     >>> best_threshold([0.9, 0.8, 0.3, 0.1], [True, True, False, False])
     (0.55, 1.0)
   """
-  s = np.asarray(scores, np.float64)
-  same = as_bool_vector(issame, "issame", s.shape[0] if s.ndim == 1 else None, "best_threshold")
-  if s.ndim != 1 or s.size == 0:
-    raise ValueError(f"best_threshold: scores must be [N] with N ≥ 1, got shape {s.shape}")
+  s = as_scores(scores, "scores", "best_threshold")
+  same = as_bool_vector(issame, "issame", s.shape[0], "best_threshold")
   order = np.argsort(s, kind="stable")
   s, same = s[order], same[order]
   distinct = np.flatnonzero(np.diff(s) > 0)        # last index of each run of equal scores
@@ -92,7 +96,8 @@ def verification_accuracy(scores: ArrayLike, issame: ArrayLike, *, num_folds: in
   only match or beat a grid search on the training folds.
 
   Args:
-    scores: [N] pair similarities, e.g. :func:`pair_scores` of flip-fused embeddings.
+    scores: [N] finite pair similarities, e.g. :func:`pair_scores` of flip-fused
+      embeddings; NaN or inf raise a ValueError giving their number and first index.
     issame: [N] bools (or 0/1).
     num_folds: k ≥ 2, ≤ N.
 
@@ -110,11 +115,7 @@ def verification_accuracy(scores: ArrayLike, issame: ArrayLike, *, num_folds: in
     Huang et al., "Labeled Faces in the Wild", 2007 (the protocol);
     Sun et al., CVPR 2020, Table 2.
   """
-  s = np.asarray(scores, np.float64)
-  if s.ndim != 1 or s.size == 0:
-    raise ValueError(f"verification_accuracy: scores must be [N] with N ≥ 1, got shape {s.shape}")
-  if not np.isfinite(s).all():
-    raise ValueError("verification_accuracy: scores contain NaN or inf")
+  s = as_scores(scores, "scores", "verification_accuracy")
   same = as_bool_vector(issame, "issame", s.shape[0], "verification_accuracy")
   if isinstance(num_folds, bool) or not isinstance(num_folds, (int, np.integer)) or not (
       2 <= num_folds <= s.size):

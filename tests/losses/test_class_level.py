@@ -214,3 +214,11 @@ def test_bad_input(call, error, match):
   x, w, y = jnp.ones((3, 4)), jnp.eye(5, 4), jnp.array([0, 1, 4])
   with pytest.raises(error, match=match):
     call(x, w, y)
+
+
+def test_int64_ids_beyond_int32_are_out_of_range_not_truncated():
+  # 2**32 truncated to int32 is 0, a valid class: it must be reported instead.
+  x = jax.random.normal(jax.random.key(0), (2, 4))
+  w = jax.random.normal(jax.random.key(1), (3, 4))
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\).*4294967296"):
+    class_circle_loss(x, w, np.array([0, 2**32], np.int64))

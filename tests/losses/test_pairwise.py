@@ -243,3 +243,27 @@ def test_bad_input(call, error, match):
   x, y = jnp.ones((4, 3)), jnp.array([0, 0, 1, 1])
   with pytest.raises(error, match=match):
     call(x, y)
+
+
+def test_int64_ids_beyond_int32_raise_instead_of_merging():
+  # With x64 off, jnp.asarray truncates int64 to int32: ids 0 and 2**32 would
+  # merge and an anchor with no positive would get a loss of ~69 instead of 0.
+  x = jax.random.normal(jax.random.key(0), (2, 4))
+  big = np.array([0, 2**32], np.int64)
+  with pytest.raises(ValueError, match=r"labels .*\[0, 4294967296\].*np\.unique"):
+    pairwise_circle_loss(x, big)
+  with pytest.raises(ValueError, match=r"ref_labels .*np\.unique"):
+    pairwise_circle_loss(x, np.array([0, 1]), ref_embeddings=x, ref_labels=big)
+  with pytest.raises(ValueError, match="labels"):
+    pair_masks(big)
+  dense = np.unique(big, return_inverse=True)[1]
+  np.testing.assert_array_equal(pairwise_circle_loss(x, dense), [0.0, 0.0])
+  # int64 ids that fit in int32 are fine.
+  np.testing.assert_array_equal(pairwise_circle_loss(x, np.array([-5, 2**31 - 1], np.int64)),
+                                [0.0, 0.0])
+
+
+def test_int64_ids_are_kept_with_x64(x64):
+  x = jax.random.normal(jax.random.key(0), (2, 4), jnp.float64)
+  np.testing.assert_array_equal(pairwise_circle_loss(x, np.array([0, 2**32], np.int64)),
+                                [0.0, 0.0])

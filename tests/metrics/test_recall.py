@@ -99,3 +99,39 @@ def test_perfect_and_worst_retrieval():
 def test_bad_input(kwargs, error, match):
   with pytest.raises(error, match=match):
     recall_at_k(**kwargs)
+
+
+def _with_nonfinite(rng, rows, value):
+  x = rng.normal(size=(20, 8)).astype(np.float32)
+  for r in rows:
+    x[r, 2] = value
+  return x
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("as_jax", [False, True])
+def test_non_finite_embeddings_are_rejected(rng, value, as_jax):
+  # One inf entry used to lift R@1 of random embeddings from 0.05 to 0.15; a
+  # NaN row was scored as a zero vector. Both must fail before any scoring.
+  import jax.numpy as jnp
+  x = _with_nonfinite(rng, [7, 12], value)
+  y = np.repeat(np.arange(10), 2)
+  with pytest.raises(ValueError, match=r"embeddings .*2 of 20 rows.*first: row 7"):
+    recall_at_k(jnp.asarray(x) if as_jax else x, y, (1,))
+
+
+def test_nan_row_is_rejected(rng):
+  x = rng.normal(size=(6, 3))
+  x[4] = np.nan
+  with pytest.raises(ValueError, match=r"embeddings .*1 of 6 rows.*first: row 4"):
+    recall_at_k(x, np.array([0, 0, 1, 1, 2, 2]), (1,))
+
+
+def test_int64_ids_beyond_int32_are_not_merged():
+  # Truncated to int32, ids 0 and 2**32 merge: items 0 and 1 would find each other.
+  x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]], np.float32)
+  big = np.array([0, 2**32, 1, 1], np.int64)
+  assert recall_at_k(x, big, (1,)) == {1: 0.5}
+  assert recall_at_k(x, big, (1,)) == recall_at_k(x, np.array([0, 5, 1, 1]), (1,))
+  huge = np.array([2**62, 2**62, -(2**40), -(2**40)], np.int64)
+  assert recall_at_k(x, huge, (1,)) == {1: 1.0}

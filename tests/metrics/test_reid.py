@@ -97,3 +97,25 @@ def test_bad_input_names_the_argument():
     cmc_map(x, [0, 1, 2], [0, 0, 0], np.ones((3, 4)), [0, 1, 2], [0, 0, 0])
   with pytest.raises(ValueError, match="rank"):
     cmc_map(x, [0, 1, 2], [0, 0, 0], x, [0, 1, 2], [1, 1, 1], ranks=(0,))
+
+
+@pytest.mark.parametrize("arg", ["query_embeddings", "gallery_embeddings"])
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_non_finite_embeddings_are_rejected(rng, arg, value):
+  q, g = rng.normal(size=(4, 3)), rng.normal(size=(6, 3))
+  (q if arg == "query_embeddings" else g)[2:4, 1] = value
+  with pytest.raises(ValueError, match=rf"{arg} .*2 of {4 if arg[0] == 'q' else 6} rows.*first: row 2"):
+    cmc_map(q, [0, 1, 2, 3], [0] * 4, g, [0, 1, 2, 3, 0, 1], [1] * 6)
+
+
+def test_int64_ids_beyond_int32_are_not_merged():
+  q, g = [[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]
+  # Gallery item 0 (pid 0) is the nearest; truncation would make it a positive.
+  r = cmc_map(q, np.array([2**32]), [0], g, np.array([0, 2**32]), [1, 1], ranks=(1, 2))
+  assert r["cmc"] == {1: 0.0, 2: 1.0} and r["map"] == 0.5
+  # Cameras too: 2**32 and 0 are different cameras, so gallery item 1 is no junk.
+  r = cmc_map(q, [7], np.array([0]), g, [5, 7], np.array([2**32, 2**32]), ranks=(1, 2))
+  assert r["cmc"] == {1: 0.0, 2: 1.0} and r["num_queries"] == 1
+  # Negative (junk) pids stay junk after any remapping.
+  r = cmc_map(q, np.array([2**40]), [0], g, np.array([-(2**40), 2**40]), [1, 1], ranks=(1,))
+  assert r["cmc"] == {1: 1.0}

@@ -118,3 +118,39 @@ def test_template_features_against_loops(rng):
   np.testing.assert_allclose(scores, [f[10] @ f[12], 1.0], atol=1e-5)
   with pytest.raises(ValueError, match="no images"):
     template_pair_scores(templates, feats, [99], [10])
+
+
+def test_pair_scores_rejects_non_finite_rows(rng):
+  x = rng.normal(size=(8, 3))
+  x[5] = np.nan
+  x[6, 0] = np.inf
+  with pytest.raises(ValueError, match=r"pair_scores: embeddings .*2 of 8 rows.*first: row 5"):
+    pair_scores(x)
+
+
+@pytest.mark.parametrize("fn", [best_threshold, verification_accuracy, tar_at_far])
+def test_score_functions_reject_non_finite_scores(fn):
+  s = np.array([0.9, 0.8, np.nan, 0.2, 0.1, np.inf])
+  with pytest.raises(ValueError, match=rf"{fn.__name__}: scores .*2 of 6 entries.*first: index 2"):
+    fn(s, [1, 1, 0, 0, 1, 0])
+
+
+def test_template_functions_reject_non_finite_features(rng):
+  x = rng.normal(size=(6, 3))
+  x[3, 2] = -np.inf
+  with pytest.raises(ValueError, match=r"template_embeddings: embeddings .*1 of 6 rows.*row 3"):
+    template_embeddings(x, [0, 0, 1, 1, 2, 2], [0] * 6)
+  with pytest.raises(ValueError, match=r"template_pair_scores: features .*1 of 6 rows.*row 3"):
+    template_pair_scores(np.arange(6), x, [0], [1])
+
+
+def test_template_ids_beyond_int32_are_not_merged():
+  # Media 0 and 2**33 of template 2**32 are averaged separately, then summed.
+  x = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.6, 0.8]])
+  templates, feats = template_embeddings(x, np.array([0, 2**32, 2**32, 2**32]),
+                                         np.array([0, 0, 0, 2**33]))
+  assert templates.tolist() == [0, 2**32]
+  np.testing.assert_allclose(np.asarray(feats)[1], np.array([0.6, 1.8]) / np.hypot(0.6, 1.8),
+                             atol=1e-6)
+  scores = template_pair_scores(templates, feats, np.array([2**32]), np.array([0]))
+  np.testing.assert_allclose(scores, [0.6 / np.hypot(0.6, 1.8)], atol=1e-6)

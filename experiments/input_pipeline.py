@@ -61,12 +61,6 @@ def protocol_of(name: str) -> str:
   raise ValueError(f"unknown dataset {name!r}; known: {', '.join(KNOWN)}")
 
 
-def _to_float(images: np.ndarray, mean, std) -> np.ndarray:
-  # Mean/std in [0, 1] units, as torchvision's ImageNet constants are given.
-  x = images.astype(np.float32) / 255.0
-  return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-
-
 def _recall_table(rows: dict[str, dict[int, float]], ks) -> str:
   header = f"{'Recall@K (%)':<16}" + "".join(f"{'R@' + str(k):>8}" for k in ks)
   lines = [header, "-" * len(header)]
@@ -225,7 +219,7 @@ class FineGrainedPipeline(Pipeline):
           classes_per_batch=classes_per_batch, images_per_class=images_per_class, seed=seed,
           image_size=self.size, crop_to_bbox=d.crop_to_bbox, min_area=d.min_crop_area,
           rows=rows):
-        yield {"image": _to_float(batch["image"], d.mean, d.std), "label": batch["label"],
+        yield {"image": cdata.normalise_images(batch["image"], d.mean, d.std), "label": batch["label"],
                "step": batch["step"], "decoded": np.int64(len(rows))}
 
     if resume_from is not None:  # the step is the whole position of a tf.data pipeline
@@ -243,7 +237,7 @@ class FineGrainedPipeline(Pipeline):
                                    batch_size=len(embed.rows), crop_to_bbox=d.crop_to_bbox,
                                    indices=idx)
     counts = (idx >= 0).reshape(num_batches, -1).sum(axis=1)
-    emb = embed.local_batches(({"image": _to_float(b, d.mean, d.std), "decoded": c}
+    emb = embed.local_batches(({"image": cdata.normalise_images(b, d.mean, d.std), "decoded": c}
                                for b, c in zip(local, counts)), n)
     ks = tuple(k for k in ev.ks if k < len(emb))
     recall = metrics.recall_at_k(emb, self.data.test.labels, ks, block_size=ev.block_size)

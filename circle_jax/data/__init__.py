@@ -17,6 +17,7 @@ from circle_jax.data._loader import SAMPLERS
 from circle_jax.data._loader import TrainBatches
 from circle_jax.data._loader import batch_indices
 from circle_jax.data._loader import grain_batches
+from circle_jax.data._loader import normalise_images
 from circle_jax.data._errors import DatasetNotFoundError
 from circle_jax.data._face import load_identity_folders
 from circle_jax.data._face import load_verification_bin
@@ -66,6 +67,7 @@ __all__ = (
     "flip_images",
     "grain_batches",
     "HostAugment",
+    "normalise_images",
     "SAMPLERS",
     "shift_images",
     "TrainBatches",

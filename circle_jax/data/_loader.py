@@ -60,7 +60,13 @@ def batch_indices(labels: np.ndarray, step: int, *, sampler: str, classes_per_ba
   raise ValueError(f"batch_indices: sampler must be one of {SAMPLERS}, got {sampler!r}")
 
 
-def _normalise(images: np.ndarray, mean, std) -> np.ndarray:
+def normalise_images(images: np.ndarray, mean, std) -> np.ndarray:
+  """uint8 images → float32 ``(x / 255 − mean) / std``; ``mean=None`` returns them unchanged.
+
+  Example:
+    >>> normalise_images(np.array([[255]], np.uint8), (0.5,), (0.5,)).tolist()
+    [[1.0]]
+  """
   if mean is None:
     return images
   # Mean/std in [0, 1] units, as torchvision's ImageNet constants are given.
@@ -147,7 +153,7 @@ class TrainBatches:
     idx = self.indices(step)
     images = self.augment(self.source.images(idx), self.rows, self.batch_size, seed=self.seed,
                           step=step)
-    return {"image": _normalise(images, self.mean, self.std),
+    return {"image": normalise_images(images, self.mean, self.std),
             "label": self.source.labels[idx], "step": np.int64(step),
             "decoded": np.int64(len(idx))}
 
@@ -182,7 +188,7 @@ class EvalBatches:
     decoded = self.source.images(idx[valid])
     images = np.zeros((len(idx),) + decoded.shape[1:], decoded.dtype)
     images[valid] = decoded
-    return {"image": _normalise(images, self.mean, self.std), "decoded": np.int64(valid.sum())}
+    return {"image": normalise_images(images, self.mean, self.std), "decoded": np.int64(valid.sum())}
 
 
 def grain_batches(fn, num_items: int, *, num_workers: int = 0, state: dict | None = None,

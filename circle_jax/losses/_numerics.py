@@ -172,6 +172,11 @@ def scaled_inner_products(
   return out
 
 
+def weighted_rows(h: Array, y: Array) -> Array:
+  """h @ y: [B, N] weights × [N, D] rows → [B, D] (float32 accumulation)."""
+  return _dot("bn,nd->bd", h, y)
+
+
 def rowwise_inner_products(x: Array, y: Array) -> Array:
   """x_b · y_b for each row b: [B, D] × [B, D] → [B] (float32 accumulation)."""
   return _dot("bd,bd->b", x, y)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from circle_jax.losses import _checks
 from circle_jax.losses import _circle
 from circle_jax.losses import _numerics
+from circle_jax.losses import _self_pairs
 from circle_jax.losses import _streaming
 
 Array = jax.Array
@@ -125,8 +126,11 @@ def pairwise_circle_loss(
   Embeddings are L2-normalised inside (cosine similarity; a zero vector has
   similarity 0 to everything and a zero gradient). Without a reference set, the
   batch is the reference and self-pairs are excluded; gradients then flow through
-  both roles of each embedding, as in pytorch-metric-learning and Keras.
-  Similarities are not clipped to ≤ 1.
+  both roles of each embedding, as in pytorch-metric-learning and Keras; the
+  similarity matrix is then symmetric and the backward pass spends one GEMM on
+  the embedding gradient, (G + Gᵀ)X̂, not two (see `_self_pairs`). The dense
+  path supports forward mode and higher derivatives; the chunked path is
+  reverse-mode only. Similarities are not clipped to ≤ 1.
 
   Args:
     embeddings: [B, D] float anchors.
@@ -143,7 +147,9 @@ def pairwise_circle_loss(
       reference columns in blocks of that many with running log-sum-exps and a
       custom backward pass that recomputes each block, so memory is
       O(B·chunk_size) (no [B, N] matrix in either pass); same values and
-      gradients. N need not be a multiple of chunk_size.
+      gradients. N need not be a multiple of chunk_size. Without a reference
+      set the backward pass costs two B²D GEMMs (recompute, then one product
+      for both roles of each embedding) instead of three.
     grad_through_alpha: differentiate through the self-paced weights α (Keras 3,
       TF-Similarity) instead of treating them as constants (paper, default).
 
@@ -181,6 +187,11 @@ def _pairwise_circle_loss(
 ):
   dtype = _numerics.compute_dtype(x.dtype, ref.dtype)
   margin, gamma = _numerics.as_dtype(dtype, margin, gamma)
+  if is_self:
+    # The batch against itself: symmetric similarities, one GEMM in the backward pass.
+    if chunk_size is not None and chunk_size < x.shape[0]:
+      return _self_pairs.chunked_self_loss(x, labels, margin, gamma, grad_through_alpha, chunk_size)
+    return _self_pairs.dense_self_loss(x, labels, margin, gamma, grad_through_alpha)
   if chunk_size is not None:
     (lse_p, ok_p), (lse_n, ok_n) = streamed_pair_lses(
         x, labels, ref, ref_labels, margin, gamma, is_self=is_self,

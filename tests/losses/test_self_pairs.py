@@ -1,0 +1,115 @@
+"""The batch against itself: the symmetric one-GEMM backward equals plain autodiff.
+
+The reference is the composition the pair-wise loss used to be: the cosine
+matrix, explicit pair masks and `circle_loss` over those sets, differentiated by
+JAX (two GEMMs in the backward pass). Every option, mask pattern and chunk size
+must give the same values and gradients in float64, to 1e-10.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from circle_jax import circle_loss, pair_masks, pairwise_circle_loss
+from circle_jax.losses import cosine_similarity_matrix
+from tests.conftest import labels_with_pattern
+
+PATTERNS = ["pk", "singletons", "single_class", "mixed"]
+SETTINGS = [(0.4, 80.0), (0.25, 256.0), (0.25, 128.0), (-0.2, 1024.0), (1.5, 32.0)]
+
+
+def reference(x, labels, *, margin, gamma, grad_through_alpha=False):
+  """Per-anchor loss from the cosine matrix and masks, by autodiff-able composition."""
+  s = cosine_similarity_matrix(x, x)
+  pos, neg = pair_masks(labels)
+  return circle_loss(s, s, margin=margin, gamma=gamma, sp_mask=pos, sn_mask=neg,
+                     grad_through_alpha=grad_through_alpha)
+
+
+def value_and_grads(fn, x, margin, gamma, weights):
+  """Loss values and the gradients w.r.t. (x, margin, gamma) of Σ weights · loss."""
+  total = lambda e, m, g: jnp.sum(weights * fn(e, m, g))
+  return fn(x, margin, gamma), jax.grad(total, argnums=(0, 1, 2))(x, margin, gamma)
+
+
+def batch(rng, size, dim, pattern):
+  x = rng.normal(size=(size, dim))
+  x[0] = 0.0  # a zero vector: cosine 0 to everything, zero gradient
+  if size > 3:
+    x[3] = x[2]  # an exact duplicate: similarity 1
+  return jnp.asarray(x), jnp.asarray(labels_with_pattern(rng, size, pattern))
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("margin,gamma", SETTINGS)
+@pytest.mark.parametrize("through_alpha", [False, True])
+@pytest.mark.parametrize("chunk_size", [None, 1, 3, 7, 12, 40])
+def test_equals_autodiff_of_the_similarity_sets(x64, rng, pattern, margin, gamma,
+                                                through_alpha, chunk_size):
+  x, y = batch(rng, 12, 5, pattern)
+  weights = jnp.asarray(rng.uniform(0.5, 2.0, size=12))  # an arbitrary cotangent
+  margin, gamma = jnp.float64(margin), jnp.float64(gamma)
+  got = value_and_grads(
+      lambda e, m, g: pairwise_circle_loss(e, y, margin=m, gamma=g, chunk_size=chunk_size,
+                                           grad_through_alpha=through_alpha),
+      x, margin, gamma, weights)
+  want = value_and_grads(lambda e, m, g: reference(e, y, margin=m, gamma=g, grad_through_alpha=through_alpha),
+                         x, margin, gamma, weights)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-10, atol=1e-10)
+  for g, w, name in zip(got[1], want[1], ("embeddings", "margin", "gamma")):
+    np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10, err_msg=name)
+  np.testing.assert_array_equal(got[1][0][0], 0.0)  # the zero vector
+
+
+@pytest.mark.parametrize("through_alpha", [False, True])
+def test_forward_mode_and_second_derivatives(x64, rng, through_alpha):
+  """The dense path is a custom_jvp: jvp and Hessians equal autodiff's (α constant
+  or not in the second derivative too)."""
+  x, y = batch(rng, 6, 3, "pk")
+  kw = dict(margin=0.25, gamma=32.0, grad_through_alpha=through_alpha)
+  ours = lambda e: pairwise_circle_loss(e, y, **kw)
+  ref = lambda e: reference(e, y, **kw)
+  tangent = jnp.asarray(rng.normal(size=x.shape))
+  np.testing.assert_allclose(jax.jvp(ours, (x,), (tangent,))[1],
+                             jax.jvp(ref, (x,), (tangent,))[1], rtol=1e-10, atol=1e-10)
+  hess = lambda f: jax.hessian(lambda e: f(e).sum())(x)
+  np.testing.assert_allclose(hess(ours), hess(ref), rtol=1e-8, atol=1e-8)
+
+
+def test_float32_agrees_with_float64(rng):
+  x, y = batch(rng, 64, 16, "pk")
+  x32 = jnp.asarray(x, jnp.float32)
+  for chunk_size in (None, 16):
+    f = lambda e: pairwise_circle_loss(e, y, margin=0.25, gamma=256.0, chunk_size=chunk_size)
+    loss32, grad32 = jax.value_and_grad(lambda e: f(e).sum())(x32)
+    with jax.enable_x64(True):
+      loss64, grad64 = jax.value_and_grad(lambda e: f(e).sum())(jnp.asarray(x, jnp.float64))
+    # γ = 256 scales the float32 rounding of the cosines (~1e-7) into the exponents.
+    np.testing.assert_allclose(loss32, loss64, rtol=1e-5)
+    np.testing.assert_allclose(grad32, grad64, rtol=1e-3, atol=1e-3 * np.abs(grad64).max())
+
+
+def _dots(fn, *args) -> int:
+  """Matrix products in the compiled program of fn (loops counted once per body)."""
+  text = jax.jit(fn).lower(*args).compile().as_text()
+  return len(re.findall(r"\sdot\(", text))
+
+
+def test_backward_pass_spends_one_gemm_dense():
+  x = jax.ShapeDtypeStruct((256, 32), jnp.float32)
+  y = jnp.arange(256) % 64
+  ours = jax.value_and_grad(lambda e: pairwise_circle_loss(e, y).sum())
+  ref = jax.value_and_grad(lambda e: reference(e, y, margin=0.4, gamma=80.0).sum())
+  assert _dots(ref, x) == 3  # S = X̂X̂ᵀ, GX̂ and GᵀX̂
+  assert _dots(ours, x) == 2  # S = X̂X̂ᵀ and (G + Gᵀ)X̂
+
+
+def test_backward_pass_spends_one_gemm_per_chunk():
+  """Forward: one product per block; backward: recompute + one (was recompute + two)."""
+  x = jax.ShapeDtypeStruct((256, 32), jnp.float32)
+  y = jnp.arange(256) % 64
+  ours = jax.value_and_grad(lambda e: pairwise_circle_loss(e, y, chunk_size=64).sum())
+  assert _dots(ours, x) == 3

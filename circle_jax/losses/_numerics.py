@@ -177,6 +177,11 @@ def weighted_rows(h: Array, y: Array) -> Array:
   return _dot("bn,nd->bd", h, y)
 
 
+def weighted_columns(h: Array, y: Array) -> Array:
+  """hᵀ @ y: [N, B] weights × [N, D] rows → [B, D], without transposing h."""
+  return _dot("nb,nd->bd", h, y)
+
+
 def rowwise_inner_products(x: Array, y: Array) -> Array:
   """x_b · y_b for each row b: [B, D] × [B, D] → [B] (float32 accumulation)."""
   return _dot("bd,bd->b", x, y)

@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
@@ -111,25 +112,30 @@ def init_stats(num_rows: int, dtype) -> RowStats:
   return RowStats(neg_inf, zero, neg_inf, zero)
 
 
-def fold(stats: RowStats, z: Array, pos: Array, neg: Array) -> RowStats:
-  """Folds a block of exponents z [rows, cols] into the running statistics.
+def fold(stats: RowStats, z: Array, pos: Array, neg: Array, axis: int = 1) -> RowStats:
+  """Folds a block of exponents z into the running statistics.
 
-  One exp per pair: each pair is a positive, a negative or neither, so it is
-  shifted by its own set's max.
+  axis 1: z [rows, cols] holds the pairs of `stats`' anchors (one per row);
+  axis 0: z [cols, rows] holds them transposed (one anchor per column), which
+  by symmetry is how a block above the diagonal serves the anchors of the block
+  below it. One exp per pair: each pair is a positive, a negative or neither,
+  so it is shifted by its own set's max.
   """
-  top = lambda mask: jnp.max(jnp.where(mask, z, -jnp.inf), axis=1, initial=-jnp.inf)
+  along = (lambda v: v[:, None]) if axis == 1 else (lambda v: v[None, :])
+  top = lambda mask: jnp.max(jnp.where(mask, z, -jnp.inf), axis=axis, initial=-jnp.inf)
   max_p = jnp.maximum(stats.max_p, top(pos))
   max_n = jnp.maximum(stats.max_n, top(neg))
   shift_p, shift_n = _shift(max_p), _shift(max_n)
   valid = pos | neg
   # Double where: masked pairs are replaced before exp (they may hold anything).
-  shifted = jnp.where(valid, z - jnp.where(pos, shift_p[:, None], shift_n[:, None]), 0.0)
+  shifted = jnp.where(valid, z - jnp.where(pos, along(shift_p), along(shift_n)), 0.0)
   e = jnp.where(valid, jnp.exp(shifted), 0.0)
+  total = lambda mask: jnp.sum(jnp.where(mask, e, 0.0), axis=axis)
   return RowStats(
       max_p=max_p,
-      sum_p=stats.sum_p * jnp.exp(stats.max_p - shift_p) + jnp.sum(jnp.where(pos, e, 0.0), axis=1),
+      sum_p=stats.sum_p * jnp.exp(stats.max_p - shift_p) + total(pos),
       max_n=max_n,
-      sum_n=stats.sum_n * jnp.exp(stats.max_n - shift_n) + jnp.sum(jnp.where(neg, e, 0.0), axis=1),
+      sum_n=stats.sum_n * jnp.exp(stats.max_n - shift_n) + total(neg),
   )
 
 
@@ -229,80 +235,143 @@ def dense_self_loss(x, labels, margin, gamma, grad_through_alpha: bool) -> Array
 
 
 # ----------------------------------------------------------------------------- chunked
+#
+# The chunked path tiles S into [c, c] blocks (c = chunk_size) and visits each
+# block on or above the diagonal once. Block (I, J) serves the anchors of I
+# (its rows) and, when I ≠ J, the anchors of J (its columns): S_JI = S_IJᵀ, so
+# their statistics come from reductions along axis 0 and no block is transposed.
+# Forward: half of S (one half GEMM). Backward: recompute the half (another half
+# GEMM), then H_IJ = (G + Gᵀ)_IJ gives dX̂_I += H_IJ X̂_J and dX̂_J += H_IJᵀ X̂_I
+# (one GEMM's worth): two B²D GEMMs in all, as many as the dense path.
 
 
-def _blocks(num_rows: int, chunk_size: int) -> tuple[int, int]:
-  """(number of full column blocks, size of the last partial one)."""
-  return num_rows // chunk_size, num_rows % chunk_size
+def _slice(v, block: Array, chunk: int):
+  return lax.dynamic_slice_in_dim(v, block * chunk, chunk)
 
 
-def _scan_blocks(body, carry, num_rows: int, chunk_size: int):
-  """Runs body(carry, start, size) over the column blocks: a scan, then the remainder."""
-  full, rest = _blocks(num_rows, chunk_size)
-  if full:
-    carry, _ = lax.scan(lambda c, i: (body(c, i * chunk_size, chunk_size), None),
-                        carry, jnp.arange(full))
-  if rest:
-    carry = body(carry, full * chunk_size, rest)
-  return carry
+def _put(v, part, block: Array, chunk: int):
+  return lax.dynamic_update_slice_in_dim(v, part, block * chunk, 0)
 
 
-def _block(xh, labels, start, size, margin, gamma, grad_through_alpha):
-  """Similarities, masks and exponents of all anchors against columns [start, start + size)."""
-  cols = lax.dynamic_slice_in_dim(xh, start, size)
-  col_labels = lax.dynamic_slice_in_dim(labels, start, size)
-  s = _similarities(xh, cols)
-  pos, neg = _pair_masks(labels, col_labels, 0, start)
-  return cols, s, pos, neg, _exponents(s, pos, margin, gamma, grad_through_alpha)
+def _tile(xh, labels, num_rows, i, j, chunk, margin, gamma, grad_through_alpha):
+  """Rows, columns, similarities, masks and exponents of block (i, j)."""
+  a, b = _slice(xh, i, chunk), _slice(xh, j, chunk)
+  same = _slice(labels, i, chunk)[:, None] == _slice(labels, j, chunk)[None, :]
+  rows = i * chunk + jnp.arange(chunk)
+  cols = j * chunk + jnp.arange(chunk)
+  # Padding rows (B not a multiple of chunk_size) are in no set.
+  real = (rows < num_rows)[:, None] & (cols < num_rows)[None, :]
+  pos = same & (rows[:, None] != cols[None, :]) & real
+  neg = ~same & real
+  s = _similarities(a, b)
+  return a, b, s, pos, neg, _exponents(s, pos, margin, gamma, grad_through_alpha)
 
 
-def _chunked_stats(xh, labels, margin, gamma, grad_through_alpha, chunk_size) -> RowStats:
-  def body(stats, start, size):
-    _, _, pos, neg, z = _block(xh, labels, start, size, margin, gamma, grad_through_alpha)
-    return fold(stats, z, pos, neg)
-
-  return _scan_blocks(body, init_stats(xh.shape[0], xh.dtype), xh.shape[0], chunk_size)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _chunked(xh, labels, margin, gamma, grad_through_alpha, chunk_size):
-  stats = _chunked_stats(xh, labels, margin, gamma, grad_through_alpha, chunk_size)
-  return finish(stats)[0]
+def _layout(num_rows: int, chunk: int):
+  """(number of blocks per side, blocks above the diagonal as (i, j) index arrays)."""
+  blocks = -(-num_rows // chunk)
+  above = np.triu_indices(blocks, k=1)
+  return blocks, (jnp.asarray(above[0], jnp.int32), jnp.asarray(above[1], jnp.int32))
 
 
-def _chunked_fwd(xh, labels, margin, gamma, grad_through_alpha, chunk_size):
-  stats = _chunked_stats(xh, labels, margin, gamma, grad_through_alpha, chunk_size)
+def _padded(xh, labels, chunk):
+  pad = -xh.shape[0] % chunk
+  if not pad:
+    return xh, labels
+  return jnp.pad(xh, ((0, pad), (0, 0))), jnp.pad(labels, (0, pad))
+
+
+def _chunked_stats(xh, labels, num_rows, margin, gamma, grad_through_alpha, chunk) -> RowStats:
+  blocks, (upper_i, upper_j) = _layout(num_rows, chunk)
+  tile = functools.partial(_tile, xh, labels, num_rows, chunk=chunk, margin=margin,
+                           gamma=gamma, grad_through_alpha=grad_through_alpha)
+  part = lambda stats, k: RowStats(*(_slice(v, k, chunk) for v in stats))
+  put = lambda stats, new, k: RowStats(*(_put(v, p, k, chunk) for v, p in zip(stats, new)))
+
+  def diagonal(stats, i):
+    _, _, _, pos, neg, z = tile(i, i)
+    return put(stats, fold(part(stats, i), z, pos, neg), i), None
+
+  def upper(stats, ij):
+    i, j = ij
+    _, _, _, pos, neg, z = tile(i, j)
+    stats = put(stats, fold(part(stats, i), z, pos, neg, axis=1), i)
+    return put(stats, fold(part(stats, j), z, pos, neg, axis=0), j), None
+
+  stats = init_stats(xh.shape[0], xh.dtype)
+  stats, _ = lax.scan(diagonal, stats, jnp.arange(blocks))
+  if blocks > 1:
+    stats, _ = lax.scan(upper, stats, (upper_i, upper_j))
+  return stats
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _chunked(xh, labels, margin, gamma, grad_through_alpha, chunk, num_rows):
+  return finish(_chunked_stats(xh, labels, num_rows, margin, gamma, grad_through_alpha, chunk))[0]
+
+
+def _chunked_fwd(xh, labels, margin, gamma, grad_through_alpha, chunk, num_rows):
+  stats = _chunked_stats(xh, labels, num_rows, margin, gamma, grad_through_alpha, chunk)
   loss, sigma = finish(stats)
   return loss, (xh, labels, margin, gamma, stats, sigma)
 
 
-def _chunked_bwd(grad_through_alpha, chunk_size, residuals, cotangent):
+def _chunked_bwd(grad_through_alpha, chunk, num_rows, residuals, cotangent):
   xh, labels, margin, gamma, stats, sigma = residuals
+  blocks, (upper_i, upper_j) = _layout(num_rows, chunk)
   sc = scales(stats, cotangent * sigma)
+  part = lambda k: Scales(*(_slice(v, k, chunk) for v in sc))
+  tile = functools.partial(_tile, xh, labels, num_rows, chunk=chunk, margin=margin,
+                           gamma=gamma, grad_through_alpha=grad_through_alpha)
 
-  def body(carry, start, size):
-    dxh, dmargin, dgamma = carry
-    cols, s, pos, neg, z = _block(xh, labels, start, size, margin, gamma, grad_through_alpha)
-    col_sc = Scales(*(lax.dynamic_slice_in_dim(v, start, size) for v in sc))
-    rows = softmax_weights(z, pos, neg, sc, axis=1)  # ∂L/∂z of pair (a, b), a's role
-    cols_w = softmax_weights(z, pos, neg, col_sc, axis=0)  # the same for pair (b, a)
+  def weights(i, j):
+    """∂L/∂z of block (i, j)'s pairs in their row anchor's role, and in their column anchor's."""
+    a, b, s, pos, neg, z = tile(i, j)
+    rows = softmax_weights(z, pos, neg, part(i), axis=1)
+    cols = softmax_weights(z, pos, neg, part(j), axis=0)
     slope = _slopes(s, pos, margin, gamma, grad_through_alpha)
-    dxh = dxh + _numerics.weighted_rows((rows + cols_w) * slope, cols)
-    # γ and m enter every exponent; their cotangents come from anchor a's role only.
-    _, pull = jax.vjp(
-        lambda m, g: _exponents(s, pos, m, g, grad_through_alpha), margin, gamma
-    )
-    dm, dg = pull(rows)
-    return dxh, dmargin + dm, dgamma + dg
+    return a, b, s, pos, (rows + cols) * slope, rows, cols
+
+  def hyper(s, pos, dz):
+    """Cotangents of m and γ: they enter every exponent."""
+    _, pull = jax.vjp(lambda m, g: _exponents(s, pos, m, g, grad_through_alpha), margin, gamma)
+    return pull(dz)
+
+  def add(d, part_, k):
+    return _put(d, _slice(d, k, chunk) + part_, k, chunk)
+
+  def diagonal(carry, i):
+    dxh, dm, dg = carry
+    _, b, s, pos, h, rows, _ = weights(i, i)
+    # Within a diagonal block both roles of a pair are already in H = W + Wᵀ.
+    dxh = add(dxh, _numerics.weighted_rows(h, b), i)
+    # Each ordered pair (a, b) of the block is one exponent of anchor a.
+    m_, g_ = hyper(s, pos, rows)
+    return (dxh, dm + m_, dg + g_), None
+
+  def upper(carry, ij):
+    dxh, dm, dg = carry
+    i, j = ij
+    a, b, s, pos, h, rows, cols = weights(i, j)
+    dxh = add(dxh, _numerics.weighted_rows(h, b), i)
+    dxh = add(dxh, _numerics.weighted_columns(h, a), j)  # H_IJᵀ X̂_I, no transpose
+    # Pair (a, b) is an exponent of anchor a and, as (b, a), of anchor b.
+    m_, g_ = hyper(s, pos, rows + cols)
+    return (dxh, dm + m_, dg + g_), None
 
   carry = (jnp.zeros_like(xh), jnp.zeros_like(margin), jnp.zeros_like(gamma))
-  dxh, dmargin, dgamma = _scan_blocks(body, carry, xh.shape[0], chunk_size)
-  return dxh, None, dmargin, dgamma
+  carry, _ = lax.scan(diagonal, carry, jnp.arange(blocks))
+  if blocks > 1:
+    carry, _ = lax.scan(upper, carry, (upper_i, upper_j))
+  dxh, dm, dg = carry
+  return dxh, None, dm, dg
 
 
 _chunked.defvjp(_chunked_fwd, _chunked_bwd)
 
 
 def chunked_self_loss(x, labels, margin, gamma, grad_through_alpha: bool, chunk_size: int) -> Array:
-  """Per-anchor pair-wise Circle loss of x against itself, streamed in column blocks."""
-  return _chunked(normalised(x), labels, margin, gamma, grad_through_alpha, chunk_size)
+  """Per-anchor pair-wise Circle loss of x against itself, in [c, c] blocks of S."""
+  num_rows = x.shape[0]
+  xh, labels = _padded(normalised(x), labels, chunk_size)
+  return _chunked(xh, labels, margin, gamma, grad_through_alpha, chunk_size, num_rows)[:num_rows]

@@ -107,9 +107,15 @@ def test_backward_pass_spends_one_gemm_dense():
   assert _dots(ours, x) == 2  # S = X̂X̂ᵀ and (G + Gᵀ)X̂
 
 
-def test_backward_pass_spends_one_gemm_per_chunk():
-  """Forward: one product per block; backward: recompute + one (was recompute + two)."""
+def test_chunked_path_visits_each_block_pair_once():
+  """S is tiled into [c, c] blocks and only those on or above the diagonal are
+  computed: forward one product per diagonal block and one per upper block;
+  backward recompute + one on the diagonal, recompute + two above it (each
+  upper block serves both of its block rows): 7 products in the program."""
   x = jax.ShapeDtypeStruct((256, 32), jnp.float32)
   y = jnp.arange(256) % 64
   ours = jax.value_and_grad(lambda e: pairwise_circle_loss(e, y, chunk_size=64).sum())
-  assert _dots(ours, x) == 3
+  text = jax.jit(ours).lower(x).compile().as_text()
+  assert len(re.findall(r"\sdot\(", text)) == 7
+  # 4 blocks per side: 4 diagonal and 6 upper blocks, in two loops per pass.
+  assert re.search(r"s32\[6\]", text) and "while" in text

@@ -44,6 +44,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from circle_jax.losses import _circle
 from circle_jax.losses import _numerics
+from circle_jax.losses import _streaming
 
 Array = jax.Array
 
@@ -298,7 +299,9 @@ def _chunked_stats(xh, labels, num_rows, margin, gamma, grad_through_alpha, chun
     stats = put(stats, fold(part(stats, i), z, pos, neg, axis=1), i)
     return put(stats, fold(part(stats, j), z, pos, neg, axis=0), j), None
 
-  stats = init_stats(xh.shape[0], xh.dtype)
+  # Under shard_map the carries must vary over the same mesh axes as the blocks.
+  axes = _streaming.varying_union(xh, labels, margin, gamma)
+  stats = _streaming.vary_all(init_stats(xh.shape[0], xh.dtype), axes)
   stats, _ = lax.scan(diagonal, stats, jnp.arange(blocks))
   if blocks > 1:
     stats, _ = lax.scan(upper, stats, (upper_i, upper_j))
@@ -360,6 +363,7 @@ def _chunked_bwd(grad_through_alpha, chunk, num_rows, residuals, cotangent):
     return (dxh, dm + m_, dg + g_), None
 
   carry = (jnp.zeros_like(xh), jnp.zeros_like(margin), jnp.zeros_like(gamma))
+  carry = _streaming.vary_all(carry, _streaming.varying_union(residuals, cotangent))
   carry, _ = lax.scan(diagonal, carry, jnp.arange(blocks))
   if blocks > 1:
     carry, _ = lax.scan(upper, carry, (upper_i, upper_j))
@@ -374,4 +378,8 @@ def chunked_self_loss(x, labels, margin, gamma, grad_through_alpha: bool, chunk_
   """Per-anchor pair-wise Circle loss of x against itself, in [c, c] blocks of S."""
   num_rows = x.shape[0]
   xh, labels = _padded(normalised(x), labels, chunk_size)
+  # One varying type (under shard_map) for every input of the custom_vjp, so
+  # that its cotangents (γ and m included) have the inputs' types.
+  args = (xh, labels, margin, gamma)
+  xh, labels, margin, gamma = _streaming.vary_all(args, _streaming.varying_union(args))
   return _chunked(xh, labels, margin, gamma, grad_through_alpha, chunk_size, num_rows)[:num_rows]

@@ -10,6 +10,7 @@ from circle_jax.losses import _circle
 from circle_jax.losses import _numerics
 from circle_jax.losses import _pairwise
 from circle_jax.parallel import _collectives
+from circle_jax.parallel import _self_pairs
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -40,18 +41,22 @@ def pairwise_circle_loss(
           + \mathrm{LSE}_{p}\,{-\gamma}[1 + m - s_{ap}]_+(s_{ap} - 1 + m)\big),
 
   with n, p ranging over the global batch. Gradients flow to both roles of each
-  embedding (anchor and reference), across devices.
+  embedding (anchor and reference), across devices. The global similarity
+  matrix is symmetric, so each device computes the gradient of its own
+  embeddings in both roles itself, with one GEMM, from the other anchors'
+  log-sum-exp statistics ([B_local] vectors that travel with the embeddings);
+  no reference gradient is sent back to its owner. Reverse-mode only.
 
   Two communication patterns, same values and gradients:
 
-  * ``ring=False``: all-gather the embeddings and labels ([B_global, D]); per
-    device memory O(B_local·B_global) for the similarity block
-    (O(B_local·chunk_size) with ``chunk_size``); the backward pass
-    reduce-scatters the reference gradient.
+  * ``ring=False``: all-gather the normalised embeddings and labels
+    ([B_global, D]), in the forward pass and again in the backward pass (with
+    the statistics); per-device memory O(B_local·B_global) for the similarity
+    block (O(B_local·chunk_size) with ``chunk_size``).
   * ``ring=True``: pass [B_local, D] blocks around the ring with ``ppermute``
-    (n − 1 hops forward; n hops backward carrying each block's gradient home);
-    per-device memory O(B_local²) (O(B_local·chunk_size) with chunk_size) and
-    no [B_global, D] copy.
+    (n − 1 hops in each pass, the statistics travelling with the blocks in the
+    backward one); per-device memory O(B_local²) (O(B_local·chunk_size) with
+    chunk_size) and no [B_global, D] copy.
 
   Args:
     embeddings: [B_local, D] float embeddings of this device's batch shard.
@@ -96,20 +101,6 @@ def pairwise_circle_loss(
 
   dtype = _numerics.compute_dtype(x.dtype)
   margin, gamma = _numerics.as_dtype(dtype, margin, gamma)
-  row_base = lax.axis_index(axis_name) * x.shape[0]
-  if ring:
-    local = (x, _numerics.inverse_l2_norm(x), labels)
-    (lse_p, ok_p), (lse_n, ok_n) = _collectives.ring_lse(
-        _pairwise.pair_block_fn(True, grad_through_alpha),
-        local, local, (margin, gamma, row_base),
-        axis_name=axis_name, num_streams=2, chunk_size=chunk_size,
-    )
-  else:
-    (lse_p, ok_p), (lse_n, ok_n) = _pairwise.streamed_pair_lses(
-        x, labels,
-        lax.all_gather(x, axis_name, tiled=True),
-        lax.all_gather(labels, axis_name, tiled=True),
-        margin, gamma, is_self=True, grad_through_alpha=grad_through_alpha,
-        chunk_size=chunk_size, row_base=row_base,
-    )
-  return _circle.softplus_of_sum(lse_p, ok_p, lse_n, ok_n)
+  return _self_pairs.global_self_loss(
+      x, labels, margin, gamma, grad_through_alpha=grad_through_alpha,
+      chunk_size=chunk_size, axis_name=axis_name, ring=ring)

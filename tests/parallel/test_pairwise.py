@@ -1,6 +1,7 @@
 """circle_jax.parallel.pairwise_circle_loss == the single-device loss on the global batch."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -137,3 +138,45 @@ def test_errors(mesh, rng):
     sharded(mesh, ring="yes")(x, y)
   with pytest.raises(ValueError, match=r"labels must have shape \(5,\)"):
     sharded(mesh)(x, y[:8])
+
+
+@pytest.mark.parametrize("ring", [False, True])
+def test_backward_sends_no_reference_gradient(mesh, ring):
+  """The symmetric backward: each device forms its own gradient with one GEMM
+  (besides the forward and the recomputed block) and no [B, D]-sized gradient
+  crosses devices: no reduce-scatter, no ring hop carrying a gradient."""
+  x = jax.ShapeDtypeStruct((NUM_DEVICES * 16, 32), jnp.float32)
+  y = jax.ShapeDtypeStruct((NUM_DEVICES * 16,), jnp.int32)
+  grad = jax.grad(lambda e, l: sharded(mesh, ring=ring)(e, l).sum())
+  text = jax.jit(grad).lower(x, y).compile().as_text()
+  assert "reduce-scatter" not in text
+  dots = len(re.findall(r"\sdot\(", text))
+  # Gather: the forward product and its recomputation are one (XLA merges the
+  # two identical gathers), plus the gradient's product. Ring: the same per hop,
+  # written twice (the scanned hops and the last one), in each pass.
+  assert dots == (6 if ring else 2), dots
+  # What travels: the [16, 32] embedding blocks, labels and [16]-sized statistics.
+  sent = re.findall(r"(\w+)\[([\d,]*)\][^\n]*(?:all-gather|collective-permute)(?:-start)?\(", text)
+  sizes = {tuple(int(d) for d in dims.split(",") if d) for _, dims in sent}
+  big = {s for s in sizes if len(s) == 2}
+  assert big <= {(16, 32), (NUM_DEVICES * 16, 32)}, sizes
+
+
+@pytest.mark.parametrize("ring", [False, True])
+@pytest.mark.parametrize("through_alpha", [False, True])
+def test_float64_gradients_include_margin_and_gamma(mesh, rng, ring, through_alpha, x64):
+  x, y = problem(rng, "pk", np.float64)
+  kw = dict(grad_through_alpha=through_alpha)
+
+  def total(fn, e, m, g):
+    return weighted_sum(fn(e, y, m, g))
+
+  ours = lambda e, l, m, g: jax.shard_map(
+      functools.partial(parallel.pairwise_circle_loss, axis_name="d", ring=ring,
+                        chunk_size=3, margin=m, gamma=g, **kw),
+      mesh=mesh, in_specs=(P("d"), P("d")), out_specs=P("d"))(e, l)
+  ref = lambda e, l, m, g: cj.pairwise_circle_loss(e, l, margin=m, gamma=g, **kw)
+  args = (x, jnp.float64(0.3), jnp.float64(64.0))
+  got = jax.jit(jax.value_and_grad(lambda *a: total(ours, *a), argnums=(0, 1, 2)))(*args)
+  want = jax.value_and_grad(lambda *a: total(ref, *a), argnums=(0, 1, 2))(*args)
+  assert_close(got, want, rtol=1e-10)

@@ -54,14 +54,18 @@ reasons) when other processes used more than 10 % of the CPU time, or steal
 exceeded 5 %, or the 1-min load average exceeded 0.5 × cores when the run
 started (later load averages include this benchmark's own work, so only the
 one taken before it started says whether the machine was quiet; a run that
-starts under load is marked throughout). A quiet run is one with no such mark.
+starts under load is marked throughout). The JSON's ``under_load`` lists the
+timed sections so marked; the compile-only ones record their load too, but
+load cannot change a compiled program. A quiet run is one with no such mark.
 
-Devices. Timing runs on the default devices: on a CPU, one device that owns all
-cores. Emulating 8 CPU devices (``--xla_force_host_platform_device_count=8``)
-would change how XLA threads single-device programs, so section 6 compiles its
-programs in a child process that sets that flag, unless 8 devices are already
-present (a GPU/TPU host with 8 chips, or the test suite). On a GPU the same
-command times the accelerator (torch on CUDA when available).
+Devices. Timing runs on the default devices, as users run: on a CPU, one device
+that owns all cores. Emulating 8 CPU devices
+(``--xla_force_host_platform_device_count=8``) changes how XLA's CPU client
+threads a single-device program (the same GEMMs ran on 10 threads instead of 3
+to 5 here), so section 6 compiles its programs in a child process that sets
+that flag, unless 8 devices are already present (a GPU/TPU host with 8 chips,
+or the test suite). On a GPU the same command times the accelerator (torch on
+CUDA when available).
 
 Usage (from the repository root)::
 

@@ -69,10 +69,13 @@ CUDA when available).
 
 Usage (from the repository root)::
 
-  .venv/bin/python -m experiments.benchmark            # full run, ~10 min on 2 CPU cores
-  .venv/bin/python -m experiments.benchmark --quick    # tiny shapes, < 1 min (smoke test)
+  .venv/bin/python -m experiments.benchmark            # full run, 10+ min on 2 CPU cores
+  .venv/bin/python -m experiments.benchmark --quick    # tiny shapes, ~1 min (smoke test)
   .venv/bin/python -m experiments.benchmark \
       --skip class_memory,pairwise_memory,sharded_class_level   # the timed sections only
+
+(The timed sections alone took 7.7 min on the 2 shared cores of the
+development VM with other processes using 60 % of them.)
 """
 
 from __future__ import annotations

@@ -301,6 +301,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       missing data, with where it was looked for and how to prepare it.
   """
   validate_config(config)
+  # One run per workdir: a second one would interleave its metrics and
+  # checkpoints with the first's. Process 0 holds the lock for all of them.
+  lock = training.WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+  try:
+    return _train_and_evaluate(config, workdir)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_and_evaluate(config, workdir: str) -> dict:
   start_time = time.time()
   process, num_processes = jax.process_index(), jax.process_count()
   is_main = process == 0

@@ -23,6 +23,8 @@ from circle_jax.training._loss_registry import get_loss_spec
 from circle_jax.training._loss_registry import make_hparam_loss
 from circle_jax.training._loss_registry import make_loss
 from circle_jax.training._metrics_log import JsonlWriter
+from circle_jax.training._metrics_log import WorkdirInUseError
+from circle_jax.training._metrics_log import WorkdirLock
 from circle_jax.training._metrics_log import read_jsonl
 from circle_jax.training._model import MetricModel
 from circle_jax.training._model import make_backbone
@@ -54,6 +56,8 @@ __all__ = (
     "Ablation",
     "Checkpointer",
     "JsonlWriter",
+    "WorkdirInUseError",
+    "WorkdirLock",
     "LOSSES",
     "LossSpec",
     "Member",

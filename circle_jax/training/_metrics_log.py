@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -31,11 +34,34 @@ class JsonlWriter:
     ...   w.write({"step": 1, "loss": np.float32(0.5)})
     ...   open(os.path.join(d, "m.jsonl")).read()
     '{"step": 1, "loss": 0.5}\\n'
+
+  A file whose last line was cut short (the machine, not the process, went
+  down mid-write) gets a newline first, so the torn line stays alone on its
+  line (`read_jsonl` skips it with a warning) and the new records are whole.
   """
 
   def __init__(self, path: str | os.PathLike):
     self.path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+    self._end_torn_line()
+
+  def _end_torn_line(self) -> None:
+    try:
+      with open(self.path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+          return
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+    except FileNotFoundError:
+      return
+    if last != b"\n":
+      fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+      try:
+        os.write(fd, b"\n")
+        os.fsync(fd)
+      finally:
+        os.close(fd)
 
   def write(self, record: Mapping[str, Any]) -> None:
     line = (json.dumps({str(k): _plain(v) for k, v in record.items()}) + "\n").encode("utf-8")
@@ -51,8 +77,83 @@ class JsonlWriter:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-  """All records of a JSON-lines file (an empty list if it does not exist)."""
+  """All records of a JSON-lines file (an empty list if it does not exist).
+
+  A line that is not a JSON object (a record torn by a machine crash) is
+  skipped with a warning naming the file and the line.
+  """
   if not os.path.exists(path):
     return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  records = []
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        record = None
+      if not isinstance(record, dict):
+        warnings.warn(f"{os.fspath(path)}:{number}: skipped a torn or damaged line "
+                      f"({line.strip()[:60]!r})", stacklevel=2)
+        continue
+      records.append(record)
+  return records
+
+
+class WorkdirInUseError(RuntimeError):
+  """Another live run holds the workdir's lock."""
+
+
+class WorkdirLock:
+  """An exclusive lock on a workdir for the lifetime of a run.
+
+  Two runs writing one workdir would interleave their metrics lines and
+  checkpoints. The lock is an advisory ``flock`` on ``<workdir>/.lock``: the
+  kernel drops it when the process ends, however it ends (SIGKILL included),
+  so a killed run never leaves a stale lock behind. The holder's pid and host
+  are written into the file for the error message.
+
+  Example:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...   with WorkdirLock(d):
+    ...     try:
+    ...       WorkdirLock(d).acquire()
+    ...     except WorkdirInUseError as e:
+    ...       print("in use" in str(e))
+    True
+  """
+
+  def __init__(self, workdir: str | os.PathLike):
+    self.path = os.path.join(os.fspath(workdir), ".lock")
+    self._fd = None
+
+  def acquire(self) -> "WorkdirLock":
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+      os.close(fd)
+      if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        raise WorkdirInUseError(
+            f"{os.path.dirname(self.path)} is in use by another run ({holder}); "
+            "wait for it to end or choose another --workdir") from None
+      raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
+    self._fd = fd
+    return self
+
+  def release(self) -> None:
+    if self._fd is not None:
+      os.close(self._fd)  # closing the descriptor drops the flock
+      self._fd = None
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()

@@ -142,9 +142,10 @@ def validate_config(config) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
       raise ConfigError(f"config.data.{field}: must be an int ≥ {low}, got {value!r}")
   try:
-    spec, _ = training.make_loss(config.loss.name, _loss_hparams(config))
+    spec, loss_fn = training.make_loss(config.loss.name, _loss_hparams(config))
   except ValueError as e:
     raise ConfigError(f"config.loss: {e}") from None
+  _probe_loss(config, spec, loss_fn)
   m = config.model_axis_size
   if m < 1 or num_devices % m:
     raise ConfigError(f"config.model_axis_size: must be ≥ 1 and divide the {num_devices} "
@@ -196,6 +197,21 @@ def validate_config(config) -> None:
       raise ConfigError(f"config.eval.ks: every k must be a positive int, got {k!r}")
     if n_test is not None and k >= n_test:
       raise ConfigError(f"config.eval.ks: k = {k} ≥ the {n_test} test images")
+
+
+def _probe_loss(config, spec, loss_fn) -> None:
+  """Calls the loss once on a tiny batch, so that its own argument checks
+  (γ > 0, a margin in range, …) reject a bad config.loss field now rather than
+  at the first training step."""
+  x = jnp.eye(4, 3) + 0.1
+  weights = jnp.eye(2, 3) + 0.1 if spec.kind == "class" else None
+  try:
+    loss_fn(x, jnp.array([0, 0, 1, 1]), weights)
+  except (ValueError, TypeError) as e:
+    message = str(e).splitlines()[0]
+    field = message.split(" ", 1)[0]
+    where = f"config.loss.{field}" if field in config.loss else "config.loss"
+    raise ConfigError(f"{where}: {message}") from None
 
 
 def _loss_hparams(config) -> dict:

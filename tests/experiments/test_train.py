@@ -154,6 +154,10 @@ def test_class_proxies_on_a_model_axis_train_like_one_device(tmp_path, capsys):
         (lambda c: c.__setattr__("num_devices", 99), r"config.num_devices: 99 but only 8 devices"),
         (lambda c: c.batch.__setattr__("images_per_class", 3),
          r"config.batch: 5 × 3 = 15 examples per batch, not divisible by the 8 devices"),
+        # The loss's own checks run on a tiny batch before anything is built.
+        (lambda c: c.loss.__setattr__("gamma", -1.0),
+         r"^config.loss.gamma: gamma must be > 0, got -1.0$"),
+        (lambda c: c.loss.__setattr__("margin", float("nan")), r"^config.loss.margin: margin"),
     ],
 )
 def test_broken_configs_name_the_field(mutate, match):
@@ -212,6 +216,21 @@ def test_command_line_reports_a_bad_config_clearly(tmp_path):
   assert out.returncode != 0
   assert "error: config.loss: unknown loss name 'circel'" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("override, line", [
+    ("--config.loss.gama=3",
+     'error: --config.loss.gama: the config has no field \'gama\'; Did you mean "gamma" '
+     'instead of "gama"?'),
+    ("--config.loss.gamma=-1", "error: config.loss.gamma: gamma must be > 0, got -1.0"),
+])
+def test_command_line_config_errors_are_one_line(tmp_path, override, line):
+  cmd = [sys.executable, "-m", "experiments.main", "--config", "experiments/configs/default.py",
+         "--workdir", str(tmp_path / "run"), override]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines() == [line], out.stderr[-3000:]
+  assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def _main_command(workdir, num_steps):

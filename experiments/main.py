@@ -108,7 +108,8 @@ def main(argv):
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     return
-  except (train.ConfigError, FileNotFoundError, training.WorkdirInUseError) as e:
+  except (train.ConfigError, FileNotFoundError, training.WorkdirInUseError,
+          training.CheckpointRestoreError) as e:
     if not multi:
       raise SystemExit(f"error: {e}") from None
     print(f"error: {e}", file=sys.stderr)

@@ -357,11 +357,9 @@ def _train_and_evaluate(config, workdir: str) -> dict:
                                every_steps=config.checkpoint_every,
                                max_to_keep=config.max_checkpoints)
   log = training.JsonlWriter(os.path.join(workdir, "metrics.jsonl")) if is_main else None
-  resumed_from = ckpt.latest_step()
-  data_position = None
+  # The newest checkpoint that restores whole; damaged newer ones are set aside.
+  state, resumed_from, data_position = ckpt.restore_newest_good(state, say=say)
   if resumed_from is not None:
-    state = ckpt.restore(state)
-    data_position = ckpt.restore_data(resumed_from)
     say(f"Resumed from the checkpoint of step {resumed_from} in {workdir}", flush=True)
     if is_main:
       log.write({"event": "resume", "step": resumed_from})

@@ -16,6 +16,7 @@ from circle_jax.training._ablation import make_ablation
 from circle_jax.training._ablation import member_sharding
 from circle_jax.training._ablation import stack_states
 from circle_jax.training._ablation import unstack_state
+from circle_jax.training._checkpoint import CheckpointRestoreError
 from circle_jax.training._checkpoint import Checkpointer
 from circle_jax.training._loss_registry import LOSSES
 from circle_jax.training._loss_registry import LossSpec
@@ -54,6 +55,7 @@ from circle_jax.training._steps import train_step
 
 __all__ = (
     "Ablation",
+    "CheckpointRestoreError",
     "Checkpointer",
     "JsonlWriter",
     "WorkdirInUseError",

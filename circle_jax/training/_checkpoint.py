@@ -117,5 +117,92 @@ class Checkpointer:
         step, args=ocp.args.Composite(**{_DATA: grain.checkpoint.CheckpointRestore(_Position())}))
     return restored[_DATA].value
 
+  def restore_newest_good(self, state, *, say=print):
+    """Restores the newest checkpoint that restores whole, setting damaged ones aside.
+
+    A checkpoint can be damaged after Orbax finished it (a disk or a copy that
+    truncated or garbled a file, a deleted manifest). Rather than ending the
+    run with Orbax's trace, each newer checkpoint that fails to restore is
+    moved to ``<directory>_damaged/<step>`` (kept for inspection, out of
+    Orbax's way), with one line saying so, and the next older one is tried.
+    With several processes they decide together: a step counts as damaged if
+    it fails on any process.
+
+    Damage is told apart from a state that no longer fits (a changed model)
+    by the older checkpoints: newer ones are set aside only once an older one
+    restores. When none restores, nothing is moved and the error of the
+    newest is raised.
+
+    Returns:
+      ``(state, step, data)``: the restored state, its step and this
+      process's input position (:meth:`restore_data`); ``(state, None,
+      None)`` (the given state) when there is no checkpoint.
+
+    Raises:
+      CheckpointRestoreError: checkpoints exist but none restores.
+    """
+    failed = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored, data, error = self.restore(state, step), self.restore_data(step), None
+      except Exception as e:  # pylint: disable=broad-except  (any damage, any layer)
+        restored, data, error = None, None, e
+      if _all_processes_ok(error is None):
+        for bad_step, bad_error in failed:
+          self._set_aside(bad_step, bad_error, say)
+        return restored, step, data
+      failed.append((step, error))
+    if failed:
+      step, error = failed[0]
+      raise CheckpointRestoreError(
+          f"no checkpoint in {self._manager.directory} restores (the newest, step {step}: "
+          f"{_summary(error)}); a changed model or optimiser does not fit its old "
+          "checkpoints: use a new workdir") from error
+    return state, None, None
+
+  def _set_aside(self, step: int, error: BaseException | None, say) -> None:
+    source = os.path.join(os.fspath(self._manager.directory), str(step))
+    target_dir = os.fspath(self._manager.directory).rstrip(os.sep) + "_damaged"
+    target = os.path.join(target_dir, str(step))
+    reason = _summary(error)
+    if jax.process_index() == 0:
+      os.makedirs(target_dir, exist_ok=True)
+      suffix = 0
+      while os.path.exists(target):
+        suffix += 1
+        target = os.path.join(target_dir, f"{step}.{suffix}")
+      os.rename(source, target)
+    _sync_processes(f"checkpoint_set_aside_{step}")
+    self._manager.reload()
+    say(f"warning: the checkpoint of step {step} does not restore ({reason}); moved to "
+        f"{target}; trying the one before it", flush=True)
+
   def close(self):
     self._manager.close()
+
+
+class CheckpointRestoreError(RuntimeError):
+  """Checkpoints exist in the directory, but none of them restores."""
+
+
+def _summary(error: BaseException | None) -> str:
+  """One line about a restore error (None: it failed on another process)."""
+  if error is None:
+    return "failed on another process"
+  lines = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+
+
+def _all_processes_ok(ok: bool) -> bool:
+  """Whether ``ok`` holds on every process (all of them call this together)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok, np.int32))))
+
+
+def _sync_processes(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)

@@ -320,3 +320,27 @@ def test_closed_set_protocol_applies_to_every_loss_config(name):
   assert config.data.split == "by_image" and tuple(config.data.test_classes) == tuple(range(10))
   assert config.batch.classes_per_batch == 10
   assert config.optimizer.learning_rate == closed_set.get_config().optimizer.learning_rate
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+  """A finished 6-step run (checkpoints 2, 4, 6) whose step-6 array data is then
+  zeroed: started again, it says so in one line, resumes from step 4, keeps the
+  damaged checkpoint aside and ends equal to the undisturbed run."""
+  workdir = tmp_path / "damaged"
+  whole = train.train_and_evaluate(tiny_config(), str(workdir))
+  step6 = workdir / "checkpoints" / "6"
+  blocks = [os.path.join(d, f) for d, _, fs in os.walk(step6 / "state") for f in fs
+            if f"{os.sep}d{os.sep}" in os.path.join(d, f)]
+  assert blocks
+  for path in blocks:
+    with open(path, "r+b") as f:
+      f.write(b"\0" * os.path.getsize(path))
+  capsys.readouterr()
+  resumed = train.train_and_evaluate(tiny_config(), str(workdir))
+  out = capsys.readouterr().out
+  warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+  assert len(warnings) == 1 and "checkpoint of step 6 does not restore" in warnings[0], out
+  assert "Resumed from the checkpoint of step 4" in out
+  assert resumed["resumed_from"] == 4
+  assert (workdir / "checkpoints_damaged" / "6").is_dir()
+  jax.tree.map(np.testing.assert_array_equal, resumed["params"], whole["params"])

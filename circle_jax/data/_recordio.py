@@ -26,6 +26,7 @@ import threading
 import numpy as np
 
 from circle_jax.data._errors import DatasetNotFoundError
+from circle_jax.data._images import decode_image
 
 MAGIC = 0xCED7230A
 _HEADER = struct.Struct("<IfQQ")
@@ -91,18 +92,34 @@ class RecordIOReader:
     for path in (self.rec_path, self.idx_path):
       if not os.path.isfile(path):
         raise DatasetNotFoundError("recordio", path, RECORDIO_HOW, "file missing")
-    self._offsets = {}
-    with open(self.idx_path) as f:
-      for line_no, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
-        parts = line.split()
-        if len(parts) != 2:
-          raise ValueError(f"{self.idx_path}:{line_no}: expected '<key>\\t<offset>', got {line!r}")
-        self._offsets[int(parts[0])] = int(parts[1])
+    self._offsets = _read_index(self.idx_path)
     self.keys = sorted(self._offsets)
+    if not self.keys:
+      raise ValueError(f"{self.idx_path}: the index lists no records (an empty pack)")
+    self._size = os.path.getsize(self.rec_path)
+    for key in (self.keys[0], self.keys[-1]):
+      if not 0 <= self._offsets[key] <= self._size - 8:
+        raise ValueError(f"{self.idx_path}: record {key} at offset {self._offsets[key]} lies "
+                         f"outside {self.rec_path} ({self._size} bytes): the index does not "
+                         "belong to this .rec, or the .rec is truncated")
     self._file = None
     self._open_lock = threading.Lock()
+    # Packs written by MXNet's im2rec / insightface store each record's key as
+    # its header id. Where the records checked here all do, every read checks
+    # it too, so an index whose offsets were swapped cannot mislabel images
+    # silently; packs written otherwise (ids all 0, say) are read unchecked.
+    self.ids_are_keys = False
+    spread = np.unique(np.linspace(0, len(self.keys) - 1, min(16, len(self.keys))).astype(int))
+    sample = [self.keys[i] for i in spread]
+    ids = {key: self.read(key)[0].id for key in sample}
+    matches = sum(ids[key] == key for key in sample)
+    if matches == len(sample) and any(key != 0 for key in sample):
+      self.ids_are_keys = True
+    elif matches * 2 > len(sample):  # a pack written with ids = keys, but not everywhere
+      key = next(k for k in sample if ids[k] != k)
+      raise ValueError(f"{self.rec_path}: record {key} (offset {self._offsets[key]}) holds "
+                       f"the record with id {ids[key]}: the offsets of {self.idx_path} do "
+                       "not match this .rec (swapped or from another pack)")
 
   def __len__(self) -> int:
     return len(self.keys)
@@ -128,17 +145,25 @@ class RecordIOReader:
       raise KeyError(f"RecordIOReader: no record {key} in {self.idx_path}")
     fd = self._fd()
     offset = self._offsets[key]
+    where = f"{self.rec_path}: record {key} (offset {self._offsets[key]})"
     parts = []
     while True:
       head = os.pread(fd, 8, offset)
       if len(head) < 8:
-        raise ValueError(f"{self.rec_path}: truncated record {key}")
+        raise ValueError(f"{where}: truncated (the file ends inside its header)")
       magic, word = struct.unpack("<II", head)
       if magic != MAGIC:
-        raise ValueError(f"{self.rec_path}: bad magic {magic:#x} at record {key} "
-                         f"(offset {self._offsets[key]}); is this a RecordIO file?")
+        raise ValueError(f"{where}: bad magic {magic:#x} at offset {offset}; the index does "
+                         "not point at a record, or this is not a RecordIO file")
       cflag, length = word >> 29, word & _LENGTH_MASK
-      parts.append(os.pread(fd, length, offset + 8))
+      if parts and cflag not in (2, 3) or not parts and cflag not in (0, 1):
+        raise ValueError(f"{where}: part {len(parts) + 1} has continuation flag {cflag}; "
+                         "the record is damaged or the offset points into another record")
+      part = os.pread(fd, length, offset + 8)
+      if len(part) != length:  # os.pread may return fewer bytes at the end of the file
+        raise ValueError(f"{where}: truncated (the header says {length} bytes, the file "
+                         f"holds {len(part)})")
+      parts.append(part)
       offset += 8 + length + (-length % 4)
       if cflag in (0, 3):
         break
@@ -152,12 +177,57 @@ class RecordIOReader:
 
   def read(self, key: int) -> tuple[RecordHeader, bytes]:
     """Record ``key`` → (header, image bytes)."""
-    return unpack_record(self.read_payload(key))
+    try:
+      header, data = unpack_record(self.read_payload(key))
+    except ValueError as e:
+      if str(e).startswith(self.rec_path):
+        raise
+      raise ValueError(f"{self.rec_path}: record {key}: {e}") from None
+    if self.ids_are_keys and header.id != key:
+      raise ValueError(f"{self.rec_path}: record {key} (offset {self._offsets[key]}) holds "
+                       f"the record with id {header.id}: the offsets of {self.idx_path} do "
+                       "not match this .rec (swapped or from another pack)")
+    return header, data
+
+  def decode(self, key: int, size) -> np.ndarray:
+    """Record ``key``'s image, decoded and resized to ``size``; errors name the record."""
+    _, data = self.read(key)
+    try:
+      return decode_image(data, size)
+    except ValueError as e:
+      raise ValueError(f"{self.rec_path}: record {key}: {e}") from None
 
   def close(self) -> None:
     if self._file is not None:
       self._file.close()
       self._file = None
+
+
+def _read_index(path: str) -> dict[int, int]:
+  """The ``<key>\\t<offset>`` lines of a ``.idx`` file; errors name the file and line."""
+  offsets = {}
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except UnicodeDecodeError:
+    raise ValueError(f"{path}: not a RecordIO index (not text: expected '<key>\\t<offset>' "
+                     "lines)") from None
+  for line_no, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    parts = line.split()
+    try:
+      if len(parts) != 2:
+        raise ValueError
+      key, offset = int(parts[0]), int(parts[1])
+    except ValueError:
+      raise ValueError(f"{path}:{line_no}: expected '<key>\\t<offset>' (two integers), got "
+                       f"{line[:80]!r}") from None
+    if offset < 0 or key in offsets:
+      raise ValueError(f"{path}:{line_no}: " + (f"negative offset {offset}" if offset < 0 else
+                                               f"record {key} listed twice"))
+    offsets[key] = offset
+  return offsets
 
 
 def face_pack_index(reader: RecordIOReader) -> tuple[np.ndarray, np.ndarray]:

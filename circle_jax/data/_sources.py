@@ -71,8 +71,7 @@ class RecordIOImageSource(ImageSource):
       raise ValueError(f"RecordIOImageSource: {len(self.keys)} keys but {len(self.labels)} labels")
 
   def image(self, i: int) -> np.ndarray:
-    _, data = self.reader.read(int(self.keys[i]))
-    return decode_image(data, self.size)
+    return self.reader.decode(int(self.keys[i]), self.size)
 
 
 class ArrayImageSource(ImageSource):

@@ -2,6 +2,7 @@
 
 import io
 import os
+import struct
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from circle_jax import data as cdata
+from circle_jax.data._recordio import MAGIC
 from tests.data import fake_datasets as fake
 
 
@@ -150,3 +152,108 @@ def test_ijb_meta_files(tmp_path):
   assert list(zip(p.pairs_a.tolist(), p.pairs_b.tolist(), p.issame.astype(int).tolist())) == pairs
   with pytest.raises(cdata.DatasetNotFoundError, match="ijbb_face_tid_mid.txt"):
     cdata.load_ijb(str(tmp_path), name="ijbb")
+
+
+def _write_pack(root, payloads):
+  """train.rec/train.idx from {key: payload} (records split where the magic occurs)."""
+  offset = 0
+  with open(os.path.join(root, "train.rec"), "wb") as rec, \
+       open(os.path.join(root, "train.idx"), "w") as idx:
+    for key in sorted(payloads):
+      blob = fake._record(payloads[key])
+      rec.write(blob)
+      idx.write(f"{key}\t{offset}\n")
+      offset += len(blob)
+
+
+def test_recordio_index_errors_name_file_and_line(tmp_path):
+  fake.write_recordio_pack(str(tmp_path), [2, 2], insightface_header=False)
+  idx = tmp_path / "train.idx"
+  good = idx.read_text()
+  idx.write_text(good + "abc\tdef\n")
+  with pytest.raises(ValueError, match=r"train.idx:5: expected '<key>\\t<offset>' \(two integers\), "
+                                       r"got 'abc\\tdef'"):
+    cdata.RecordIOReader(str(tmp_path))
+  idx.write_bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
+  with pytest.raises(ValueError, match=r"train.idx: not a RecordIO index \(not text"):
+    cdata.RecordIOReader(str(tmp_path))
+  idx.write_text("")
+  (tmp_path / "train.rec").write_bytes(b"")
+  with pytest.raises(ValueError, match=r"train.idx: the index lists no records \(an empty pack\)"):
+    cdata.RecordIOReader(str(tmp_path))
+
+
+def test_recordio_truncated_pack_is_named(tmp_path):
+  fake.write_recordio_pack(str(tmp_path), [3, 3], insightface_header=False)
+  rec = tmp_path / "train.rec"
+  rec.write_bytes(rec.read_bytes()[:-40])  # the last record loses its tail
+  # Opening the pack reads a few records at both ends, so this is caught at once.
+  with pytest.raises(ValueError, match=r"train.rec: record 5 \(offset \d+\): truncated "
+                                       r"\(the header says \d+ bytes, the file holds \d+\)"):
+    cdata.RecordIOReader(str(tmp_path))
+
+
+def test_recordio_garbled_image_names_the_record(tmp_path):
+  images, labels = fake.write_recordio_pack(str(tmp_path), [2, 2], insightface_header=False)
+  payloads = {k: fake.header(0, float(labels[k]), k) + images[k] for k in images}
+  payloads[2] = fake.header(0, float(labels[2]), 2) + b"\x89PNG garbage" * 60
+  _write_pack(str(tmp_path), payloads)
+  reader = cdata.RecordIOReader(str(tmp_path))
+  source = cdata.RecordIOImageSource(reader, reader.keys, [labels[k] for k in reader.keys], (16, 16))
+  with pytest.raises(ValueError, match=r"train.rec: record 2: decode_image: not a readable image"):
+    source.image(2)
+  assert source.image(1).shape == (16, 16, 3)
+
+
+def test_recordio_swapped_offsets_are_caught_where_ids_are_keys(tmp_path):
+  fake.write_recordio_pack(str(tmp_path), [3, 3], insightface_header=False)
+  idx = tmp_path / "train.idx"
+  lines = idx.read_text().splitlines()
+  (k2, o2), (k3, o3) = (l.split("\t") for l in lines[2:4])
+  lines[2:4] = [f"{k2}\t{o3}", f"{k3}\t{o2}"]
+  idx.write_text("\n".join(lines) + "\n")
+  # Opening checks a spread of records: records 2 and 3 are among them.
+  with pytest.raises(ValueError, match=r"record 2 \(offset \d+\) holds the record with id 3: "
+                                       r"the offsets of .*train.idx do not match"):
+    cdata.RecordIOReader(str(tmp_path))
+
+
+def test_recordio_swapped_offsets_outside_the_sample_fail_on_read(tmp_path):
+  fake.write_recordio_pack(str(tmp_path), [30, 30], insightface_header=False)
+  reader = cdata.RecordIOReader(str(tmp_path))
+  assert reader.ids_are_keys
+  sampled = set(np.unique(np.linspace(0, 59, 16).astype(int)).tolist())
+  a, b = [k for k in range(60) if k not in sampled][:2]
+  idx = tmp_path / "train.idx"
+  lines = idx.read_text().splitlines()
+  offsets = dict(l.split("\t") for l in lines)
+  offsets[str(a)], offsets[str(b)] = offsets[str(b)], offsets[str(a)]
+  idx.write_text("".join(f"{k}\t{offsets[k]}\n" for k in offsets))
+  reader = cdata.RecordIOReader(str(tmp_path))
+  with pytest.raises(ValueError, match=rf"record {a} \(offset \d+\) holds the record with id {b}"):
+    reader.read(a)
+  with pytest.raises(ValueError, match="holds the record with id"):
+    cdata.face_pack_index(reader)
+
+
+def test_recordio_packs_without_ids_are_read_unchecked(tmp_path):
+  images, labels = fake.write_recordio_pack(str(tmp_path), [2, 3], insightface_header=False)
+  _write_pack(str(tmp_path), {k: fake.header(0, float(labels[k]), 0) + images[k] for k in images})
+  reader = cdata.RecordIOReader(str(tmp_path))
+  assert not reader.ids_are_keys
+  keys, got = cdata.face_pack_index(reader)
+  assert keys.tolist() == sorted(images) and got.tolist() == [0, 0, 1, 1, 1]
+
+
+def test_recordio_record_split_in_three_parts(tmp_path):
+  """A payload holding the magic twice (aligned) is written as first/middle/last parts."""
+  magic = struct.pack("<I", MAGIC)
+  image = fake.image_bytes(7, (16, 16))
+  image += b"\0" * (-len(image) % 4)
+  payload = fake.header(0, 0.0, 1) + image + magic + b"midl" + magic + b"last"
+  assert len(fake._record(payload)) > len(payload) and fake._record(payload).count(magic) == 3
+  _write_pack(str(tmp_path), {1: payload, 2: fake.header(0, 1.0, 2) + image})
+  reader = cdata.RecordIOReader(str(tmp_path))
+  assert reader.read_payload(1) == payload
+  head, data = reader.read(1)
+  assert head.id == 1 and data == image + magic + b"midl" + magic + b"last"

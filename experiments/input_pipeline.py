@@ -272,6 +272,9 @@ class ReidPipeline(_Photos):
                  else cdata.load_msmt17(d.path))
     self.source = cdata.FileImageSource(self.data.train.paths, self.data.train_labels, self.size)
     self.num_train_classes = self.data.num_train_ids
+    _check_first_image(self.source, "training")
+    for role, split in (("query", self.data.query), ("gallery", self.data.gallery)):
+      _check_first_image(cdata.FileImageSource(split.paths[:1], split.pids[:1], self.size), role)
     self.description = (f"Re-identification on {d.name}: {len(self.data.query)} queries against "
                         f"{len(self.data.gallery)} gallery images")
 
@@ -308,13 +311,24 @@ class FacePipeline(_Photos):
     self.description = (f"Face verification after {d.name} ({len(self.source)} training images of "
                         f"{self.num_train_classes} identities); verification sets "
                         f"{tuple(d.val_sets)}")
+    # Every set the evaluation will use is opened now, not after the last step.
+    self.val_sets = {}
+    for name in d.val_sets:
+      path = os.path.join(d.val_path, f"{name}.bin")
+      encoded, issame = cdata.read_verification_bin(path)
+      try:
+        cdata.EncodedImageSource(encoded[:1], [0], self.size).image(0)
+      except ValueError as e:
+        raise ValueError(f"{path}: image 0: {e}") from None
+      self.val_sets[name] = (encoded, issame)
+    self.ijb = cdata.load_ijb(d.ijb_path, d.ijb_name, d.ijb_image_dir) if d.ijb_path else None
+    _check_first_image(self.source, "training")
 
   def evaluate(self, embed, label):
     d = self.config.data
     result, flat, lines = {"verification": {}}, {}, []
     header = f"{'Verification':<16}{'acc (%)':>10}{'± std':>8}{'pairs':>8}"
-    for name in d.val_sets:
-      encoded, issame = cdata.read_verification_bin(os.path.join(d.val_path, f"{name}.bin"))
+    for name, (encoded, issame) in self.val_sets.items():
       source = cdata.EncodedImageSource(encoded, np.zeros(len(encoded)), self.size)
       emb = self._embed(embed, source, flip=True)
       r = metrics.verification_accuracy(metrics.pair_scores(emb), issame,
@@ -323,8 +337,8 @@ class FacePipeline(_Photos):
       flat[f"{name}_accuracy"], flat[f"{name}_std"] = r["accuracy"], r["std"]
       lines.append(f"{name:<16}{100 * r['accuracy']:>10.2f}{100 * r['std']:>8.2f}{len(issame):>8}")
     table = "\n".join([header, "-" * len(header), *lines]) if lines else "(no verification sets)"
-    if d.ijb_path:
-      ijb = cdata.load_ijb(d.ijb_path, d.ijb_name, d.ijb_image_dir)
+    if self.ijb is not None:
+      ijb = self.ijb
       src = cdata.FileImageSource(ijb.image_paths, np.zeros(len(ijb.image_paths)), self.size)
       emb = self._embed(embed, src, flip=True)
       templates, feats = metrics.template_embeddings(emb, ijb.template_ids, ijb.media_ids)
@@ -335,6 +349,14 @@ class FacePipeline(_Photos):
       table += "\n" + f"{d.ijb_name} 1:1 TAR@FAR: " + ", ".join(
           f"{100 * v['tar']:.2f} % at {f:g}" for f, v in tar.items())
     return result, flat, table
+
+
+def _check_first_image(source, role: str) -> None:
+  """Decodes one image of ``source`` now, so an unreadable set fails before training."""
+  try:
+    source.image(0)
+  except (ValueError, OSError) as e:
+    raise ValueError(f"the first {role} image does not decode: {e}") from None
 
 
 def make_pipeline(config) -> Pipeline:

@@ -31,6 +31,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from circle_jax import data as cdata
 from circle_jax import training
 from experiments import absl_logging
 from experiments import train
@@ -109,7 +110,7 @@ def main(argv):
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     return
   except (train.ConfigError, FileNotFoundError, training.WorkdirInUseError,
-          training.CheckpointRestoreError) as e:
+          training.CheckpointRestoreError, cdata.DatasetError) as e:
     if not multi:
       raise SystemExit(f"error: {e}") from None
     print(f"error: {e}", file=sys.stderr)

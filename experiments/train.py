@@ -333,7 +333,12 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   is_main = process == 0
   say = print if is_main else (lambda *a, **k: None)
 
-  pipeline = input_pipeline.make_pipeline(config)
+  try:  # every dataset the run will use, train and evaluation, is opened and checked here
+    pipeline = input_pipeline.make_pipeline(config)
+  except cdata.DatasetNotFoundError:
+    raise
+  except (ValueError, OSError) as e:
+    raise cdata.DatasetError(str(e)) from e
   # 'model' > 1 splits the class proxies (padded to a multiple of it) over devices.
   mesh = training.make_mesh(config.num_devices or None, model_axis_size=config.model_axis_size)
   is_class_level = training.get_loss_spec(config.loss.name).kind == "class"

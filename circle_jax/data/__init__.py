@@ -18,6 +18,7 @@ from circle_jax.data._loader import TrainBatches
 from circle_jax.data._loader import batch_indices
 from circle_jax.data._loader import grain_batches
 from circle_jax.data._loader import normalise_images
+from circle_jax.data._errors import DatasetError
 from circle_jax.data._errors import DatasetNotFoundError
 from circle_jax.data._face import load_identity_folders
 from circle_jax.data._face import load_verification_bin
@@ -73,6 +74,7 @@ __all__ = (
     "TrainBatches",
     "class_disjoint_split",
     "class_half_split",
+    "DatasetError",
     "DatasetNotFoundError",
     "decode_image",
     "encode_image",

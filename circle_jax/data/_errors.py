@@ -1,4 +1,4 @@
-"""The error raised when a dataset is not where a config says it is."""
+"""The errors raised when a dataset is missing, or present but unusable."""
 
 from __future__ import annotations
 
@@ -16,3 +16,15 @@ class DatasetNotFoundError(FileNotFoundError):
     self.dataset, self.where, self.how = dataset, where, how
     detail = f" ({detail})" if detail else ""
     super().__init__(f"{dataset}: no data at {where}{detail}. To prepare it: {how}")
+
+
+class DatasetError(ValueError):
+  """A dataset is present but unusable (damaged, empty); the message names the file or folder.
+
+  Raised by the experiments' pipelines when they open a run's datasets, before
+  the first training step.
+
+  Example:
+    >>> print(DatasetError("/data/lfw.bin: no pairs"))
+    /data/lfw.bin: no pairs
+  """

@@ -65,8 +65,12 @@ def read_verification_bin(path: str) -> tuple[list[bytes], np.ndarray]:
   if not os.path.isfile(path):
     raise DatasetNotFoundError(os.path.basename(path), path, BIN_HOW, "file missing")
   with open(path, "rb") as f:
-    # The files were pickled by Python 2: byte strings need encoding="bytes".
-    obj = pickle.load(f, encoding="bytes")
+    try:
+      # The files were pickled by Python 2: byte strings need encoding="bytes".
+      obj = pickle.load(f, encoding="bytes")
+    except Exception as e:  # pylint: disable=broad-except  (UnpicklingError, EOFError, …)
+      raise ValueError(f"{path}: not a pickled verification set ({type(e).__name__}: "
+                       f"{str(e)[:120]})") from None
   if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
     raise ValueError(f"{path}: expected a pickled (images, issame) pair, got {type(obj).__name__}")
   images, issame = obj
@@ -75,6 +79,8 @@ def read_verification_bin(path: str) -> tuple[list[bytes], np.ndarray]:
   issame = np.asarray(issame, bool).reshape(-1)
   if len(images) != 2 * len(issame):
     raise ValueError(f"{path}: {len(images)} images for {len(issame)} pairs (need 2 per pair)")
+  if not len(issame):
+    raise ValueError(f"{path}: no pairs")
   return images, issame
 
 

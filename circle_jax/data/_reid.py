@@ -105,6 +105,7 @@ def load_market1501(root: str) -> ReidDataset:
 
   Raises:
     DatasetNotFoundError: a folder is missing (the message says how to prepare it).
+    ValueError: a folder holds no usable image (the message names it).
   """
   if not root:
     raise DatasetNotFoundError("market1501", "an empty path", MARKET1501_HOW)
@@ -112,8 +113,21 @@ def load_market1501(root: str) -> ReidDataset:
     if not os.path.isdir(os.path.join(root, folder)):
       raise DatasetNotFoundError("market1501", os.path.join(root, folder), MARKET1501_HOW,
                                  "folder missing")
-  return ReidDataset("market1501", _market_dir(root, "bounding_box_train"),
-                     _market_dir(root, "query"), _market_dir(root, "bounding_box_test"))
+  return _checked(ReidDataset("market1501", _market_dir(root, "bounding_box_train"),
+                              _market_dir(root, "query"), _market_dir(root, "bounding_box_test")),
+                  {"train": os.path.join(root, "bounding_box_train"),
+                   "query": os.path.join(root, "query"),
+                   "gallery": os.path.join(root, "bounding_box_test")})
+
+
+def _checked(dataset: "ReidDataset", where: dict) -> "ReidDataset":
+  """The dataset, if each of its splits has an image (its source is named otherwise)."""
+  for role, split in (("train", dataset.train), ("query", dataset.query),
+                      ("gallery", dataset.gallery)):
+    if not len(split):
+      raise ValueError(f"{where[role]}: no {role} images (an empty or junk-only folder or "
+                       "list); check that the dataset was unpacked completely")
+  return dataset
 
 
 MSMT17_HOW = ("unpack MSMT17_V1 (or V2) so that <root> holds list_train.txt, list_val.txt, "
@@ -180,5 +194,8 @@ def load_msmt17(root: str, *, include_val: bool = True) -> ReidDataset:
     val = _msmt_list(root, dirs["train"], "list_val.txt")
     train = ReidSplit(train.paths + val.paths, np.concatenate([train.pids, val.pids]),
                       np.concatenate([train.cams, val.cams]))
-  return ReidDataset("msmt17", train, _msmt_list(root, dirs["test"], "list_query.txt"),
-                     _msmt_list(root, dirs["test"], "list_gallery.txt"))
+  return _checked(ReidDataset("msmt17", train, _msmt_list(root, dirs["test"], "list_query.txt"),
+                              _msmt_list(root, dirs["test"], "list_gallery.txt")),
+                  {"train": os.path.join(root, "list_train.txt"),
+                   "query": os.path.join(root, "list_query.txt"),
+                   "gallery": os.path.join(root, "list_gallery.txt")})

@@ -176,3 +176,57 @@ def test_unknown_dataset_name_is_a_config_error():
   c.data.name = "market"
   with pytest.raises(train.ConfigError, match=r"config.data.name: unknown dataset 'market'"):
     train.validate_config(c)
+
+
+def _copy(src, dst):
+  import shutil
+  shutil.copytree(src, dst)
+  return dst
+
+
+def _fails_before_training(c, workdir, error, match):
+  with pytest.raises(error, match=match):
+    train.train_and_evaluate(c, str(workdir))
+  # Nothing was trained: no checkpoint, no metrics line.
+  assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+  assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+
+
+def _face(synthetic, bins):
+  return _local("face_circle", "local", **{
+      "data.name": "face_recordio", "data.path": str(synthetic / "pack"),
+      "data.val_path": str(bins), "data.val_sets": ("lfw", "cfp_fp")})
+
+
+def test_face_evaluation_sets_are_checked_before_training(synthetic, tmp_path):
+  bins = _copy(synthetic / "bins", tmp_path / "bins")
+  os.remove(bins / "cfp_fp.bin")
+  _fails_before_training(_face(synthetic, bins), tmp_path / "missing",
+                         cdata.DatasetNotFoundError, r"cfp_fp.bin")
+  (bins / "cfp_fp.bin").write_bytes(b"not a pickle at all")
+  _fails_before_training(_face(synthetic, bins), tmp_path / "garbage", cdata.DatasetError,
+                         r"cfp_fp.bin: not a pickled verification set")
+  import pickle
+  (bins / "cfp_fp.bin").write_bytes(pickle.dumps(([b"\x89PNG junk", b"junk"], [True])))
+  _fails_before_training(_face(synthetic, bins), tmp_path / "image", cdata.DatasetError,
+                         r"cfp_fp.bin: image 0: decode_image: not a readable image")
+
+
+@pytest.mark.parametrize("folder, role", [("query", "query"), ("bounding_box_train", "train"),
+                                          ("bounding_box_test", "gallery")])
+def test_empty_reid_folders_are_named_before_training(synthetic, tmp_path, folder, role):
+  market = _copy(synthetic / "market", tmp_path / "market")
+  for f in os.listdir(market / folder):
+    os.remove(market / folder / f)
+  c = _local("reid_circle", "market1501,local", **{"data.path": str(market)})
+  _fails_before_training(c, tmp_path / "run", cdata.DatasetError,
+                         rf"{folder}: no {role} images")
+
+
+def test_unreadable_reid_image_is_named_before_training(synthetic, tmp_path):
+  market = _copy(synthetic / "market", tmp_path / "market")
+  first = sorted(f for f in os.listdir(market / "query") if f.endswith(".jpg"))[0]
+  (market / "query" / first).write_bytes(b"garbage")
+  c = _local("reid_circle", "market1501,local", **{"data.path": str(market)})
+  _fails_before_training(c, tmp_path / "run", cdata.DatasetError,
+                         rf"the first query image does not decode: load_image: .*{first}")

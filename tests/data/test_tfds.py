@@ -7,6 +7,7 @@ tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from circle_jax import data as cdata  # noqa: E402
+from circle_jax.data._images import encode_image  # noqa: E402
 from tests.data.fake_datasets import tfds_as_dataset_fn as _mock  # noqa: E402
 
 # Per-split sizes of the real datasets and the class-half counts of the protocol.
@@ -125,3 +126,26 @@ def test_a_process_reads_only_its_rows_of_each_tfds_batch():
   full = np.concatenate(list(cdata.tfds_eval_images(data.test, image_size=8, batch_size=50)))
   np.testing.assert_array_equal(got[[0, 2]], full[[4, 0]])
   assert not got[1].any()
+
+
+def test_bbox_crop_takes_exactly_the_box():
+  """The crop's content, not only its shape: a 40×60 image that is 200 inside the
+  box (rows 10–20, columns 30–50) and 0 elsewhere must crop to all-200, for the
+  evaluation (centre-crop) and the training (random resized crop) paths alike.
+  Using the box's x extent for the height, or y for the width, lets zeros in."""
+  image = np.zeros((40, 60, 3), np.uint8)
+  image[10:20, 30:50] = 200
+  box = np.array([[10 / 40, 30 / 60, 20 / 40, 50 / 60]], np.float32)  # ymin, xmin, ymax, xmax
+  png = np.array([encode_image(image, "PNG")], object)
+  encoded = cdata.EncodedImages(png, np.array([0], np.int32), box)
+  cropped = np.concatenate(list(cdata.tfds_eval_images(encoded, image_size=8, batch_size=1,
+                                                       crop_to_bbox=True)))
+  np.testing.assert_array_equal(cropped, 200)
+  uncropped = np.concatenate(list(cdata.tfds_eval_images(encoded, image_size=8, batch_size=1)))
+  assert (uncropped == 0).any()  # the test can tell a crop from no crop
+  pairs = cdata.EncodedImages(np.repeat(png, 4), np.array([0, 0, 1, 1], np.int32),
+                              np.repeat(box, 4, axis=0))
+  batch = next(iter(cdata.tfds_train_batches(
+      pairs, first_step=0, num_steps=1, sampler="pk", classes_per_batch=2, images_per_class=2,
+      seed=0, image_size=8, crop_to_bbox=True)))
+  np.testing.assert_array_equal(batch["image"], 200)

@@ -81,15 +81,18 @@ def resolve_member_strategy(member_strategy: str = "auto", backend: str | None =
     to batch or to unroll.
   * ``"auto"``: ``"unroll"`` on a CPU, ``"vmap"`` on any other backend.
 
-  Why ``"unroll"`` on a CPU: per step of the 8-member digits grid of
-  ``experiments/configs/ablate.py`` on 2 shared cores (jax 0.10.2), the 8
-  separately jitted steps took 0.74–0.77 s, ``"vmap"`` 1.16 s (grouped
-  convolutions), ``"unroll"`` 0.52 s, and ``"map"`` 6.5 s: inside the loop
-  XLA:CPU keeps the weight-gradient convolutions in their transposed layout
-  and emits them as plain loops instead of its convolution library.
-  ``lax.map(..., batch_size=2 or 4)`` was slower still (10.2 s, 12.3 s), as it
-  adds grouped convolutions to the loop. The unrolled program also compiled in
-  21 s against 47 s for the 8 separate steps.
+  Why ``"unroll"`` on a CPU, measured on the 8-member digits grid of
+  ``experiments/configs/ablate.py`` (2 cores shared with other jobs, jax
+  0.10.2; CPU time per training step, range over 2–5 runs): the 8 separately
+  jitted steps 0.72–0.84 s; ``"unroll"`` 0.60–0.82 s (the same ordinary
+  convolutions); ``"vmap"`` 1.49–1.70 s (a grouped convolution per layer,
+  which XLA:CPU runs slower than the N ordinary ones it replaces); ``"map"``
+  6.5–6.8 s, because inside the loop XLA:CPU leaves the weight-gradient
+  convolutions in a transposed layout and emits them as plain loops instead of
+  its convolution library; ``lax.map(..., batch_size=2 or 4)`` 8.4–10.1 s, its
+  loop body then holding grouped convolutions as well. What the unrolled
+  program saves over separate runs is compilation: 21 s (wall) for the one
+  program against 47 s for the 8 separate steps (``"vmap"``: 10 s).
 
   Args:
     member_strategy: one of :data:`MEMBER_STRATEGIES`.

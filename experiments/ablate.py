@@ -1,9 +1,12 @@
-r"""Trains a hyper-parameter grid as one vmapped program, and (to compare) one run at a time.
+r"""Trains a hyper-parameter grid as one program, and (to compare) one run at a time.
 
 Every member of the grid is a full training run of the setup in the config
 (model, optimiser, data, steps): their train states are stacked and advanced by
-one jit-compiled ``vmap`` ped step (:mod:`circle_jax.training`), then every
-member is evaluated (Recall@K of the unseen classes). With ``--sequential``
+one jit-compiled step over all members (:mod:`circle_jax.training`), then every
+member is evaluated (Recall@K of the unseen classes). How that program runs the
+members is ``config.ablation.members``: ``"auto"`` (``"unroll"`` on a CPU,
+``"vmap"`` elsewhere), ``"vmap"``, ``"unroll"`` or ``"map"``
+(:func:`circle_jax.training.resolve_member_strategy`). With ``--sequential``
 (the default) the same members are also trained one after another with the
 ordinary jitted step, in the same process, and both wall times are reported.
 
@@ -18,6 +21,7 @@ Writes ``ablation.json`` (members, Recall@K, final losses, wall times) and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -164,6 +168,28 @@ def _stacked_batch(setup: Setup, step: int):
   return {name: np.stack([b[name] for b in per]) for name in per[0]}, 0
 
 
+def member_strategy(config: ml_collections.ConfigDict) -> str:
+  """``config.ablation.members`` resolved for this process's devices: ``vmap``, ``unroll`` or ``map``.
+
+  Raises:
+    train.ConfigError: an unknown value.
+
+  Example:
+    >>> from experiments.configs import ablate
+    >>> c = ablate.get_config()
+    >>> c.ablation.members = "vmap"
+    >>> member_strategy(c)
+    'vmap'
+  """
+  value = config.ablation.members
+  try:
+    return training.resolve_member_strategy(value, jax.devices()[0].platform)
+  except ValueError:
+    raise train_lib.ConfigError(
+        f"config.ablation.members: {value!r}; known: "
+        f"{', '.join(repr(m) for m in training.MEMBER_STRATEGIES)}") from None
+
+
 def num_ablation_devices(n_members: int, wanted: int = 0) -> int:
   """Devices for the 'ablation' axis: ``wanted`` (0: the most that divide N evenly)."""
   if wanted:
@@ -171,9 +197,9 @@ def num_ablation_devices(n_members: int, wanted: int = 0) -> int:
   return max(d for d in range(1, jax.device_count() + 1) if n_members % d == 0)
 
 
-def run_vmapped(setup: Setup, members: Sequence[training.Member], *,
-                probe: Callable | None = None, say=print, nonfinite: str = "raise") -> dict:
-  """Trains all members as one vmapped program; returns their Recall@K and losses.
+def run_grid(setup: Setup, members: Sequence[training.Member], *,
+             probe: Callable | None = None, say=print, nonfinite: str = "raise") -> dict:
+  """Trains all members as one program; returns their Recall@K and losses.
 
   Args:
     setup: from :func:`make_setup`.
@@ -188,9 +214,14 @@ def run_vmapped(setup: Setup, members: Sequence[training.Member], *,
   Returns:
     ``{"recall": [N × {k: R@k}], "final_loss": [N], "state": stacked state,
     "seconds": wall time of training + evaluation, "cpu_seconds": the
-    process's CPU time over the same span, "devices": d}``.
+    process's CPU time over the same span, "devices": d, "member_strategy":
+    how the program ran the members}``.
+
+  Raises:
+    train.ConfigError: an unknown ``config.ablation.members``.
   """
   c = setup.config
+  strategy = member_strategy(c)
   start, cpu_start = time.perf_counter(), time.process_time()
   ablation = training.make_ablation(members)
   d = num_ablation_devices(len(members), c.ablation.num_devices)
@@ -200,7 +231,8 @@ def run_vmapped(setup: Setup, members: Sequence[training.Member], *,
   state = jax.device_put(state, training.member_sharding(mesh))
   rngs = jax.device_put(setup.step_rngs, training.member_sharding(mesh))
   _, batch_axis = _stacked_batch(setup, 0)
-  step_fn = training.jit_ablation_step(ablation, mesh, batch_axis=batch_axis)
+  step_fn = training.jit_ablation_step(ablation, mesh, batch_axis=batch_axis,
+                                       member_strategy=strategy)
   metrics = None
   for step in range(c.num_steps):
     batch, _ = _stacked_batch(setup, step)
@@ -209,12 +241,12 @@ def run_vmapped(setup: Setup, members: Sequence[training.Member], *,
       probe(step + 1, state)
     if (step + 1) % c.log_every == 0 or step + 1 == c.num_steps:
       losses = np.asarray(metrics["loss"])
-      say(f"  vmapped: step {step + 1:>4}/{c.num_steps}  loss min {losses.min():.4f} "
+      say(f"  grid ({strategy}): step {step + 1:>4}/{c.num_steps}  loss min {losses.min():.4f} "
           f"max {losses.max():.4f}", flush=True)
       if nonfinite == "raise" and not np.all(np.isfinite(losses)):
         bad = [member_label(members[i]) for i in np.flatnonzero(~np.isfinite(losses))]
         raise FloatingPointError(f"non-finite loss at step {step + 1} for {bad}")
-  embed = jax.jit(training.ablation_embed_step)
+  embed = jax.jit(functools.partial(training.ablation_embed_step, member_strategy=strategy))
   emb = train_lib.embed_in_batches(lambda x: embed(state, x), setup.data.test_images, c.eval.batch_size)
   final = [float(v) for v in np.asarray(metrics["loss"])]
   recall = [recall_at_k(e, setup.data.test_labels, tuple(c.eval.ks), block_size=c.eval.block_size)
@@ -222,7 +254,8 @@ def run_vmapped(setup: Setup, members: Sequence[training.Member], *,
             for e, f in zip(emb, final)]
   return {"recall": recall, "final_loss": final,
           "state": state, "seconds": time.perf_counter() - start,
-          "cpu_seconds": time.process_time() - cpu_start, "devices": d}
+          "cpu_seconds": time.process_time() - cpu_start, "devices": d,
+          "member_strategy": strategy}
 
 
 def run_sequential(setup: Setup, members: Sequence[training.Member], *, say=print) -> dict:
@@ -255,15 +288,15 @@ def run_sequential(setup: Setup, members: Sequence[training.Member], *, say=prin
 # ------------------------------------------------------------------- report
 
 
-def format_table(members, vmapped: dict, sequential: dict | None, ks) -> str:
-  """A Markdown table: one row per member, R@K of the vmapped run (and R@1 of the sequential)."""
+def format_table(members, grid: dict, sequential: dict | None, ks) -> str:
+  """A Markdown table: one row per member, R@K of the grid run (and R@1 of the sequential)."""
   head = "| member | " + " | ".join(f"R@{k}" for k in ks) + " | final loss |"
   if sequential:
     head += " sequential R@1 | sequential final loss |"
   lines = [head, "|---|" + "---:|" * (len(ks) + 1 + (2 if sequential else 0))]
   for i, m in enumerate(members):
-    row = (f"| {member_label(m)} | " + " | ".join(f"{100 * vmapped['recall'][i][k]:.2f}" for k in ks)
-           + f" | {vmapped['final_loss'][i]:.4f} |")
+    row = (f"| {member_label(m)} | " + " | ".join(f"{100 * grid['recall'][i][k]:.2f}" for k in ks)
+           + f" | {grid['final_loss'][i]:.4f} |")
     if sequential:
       row += (f" {100 * sequential['recall'][i][1]:.2f} | {sequential['final_loss'][i]:.4f} |")
     lines.append(row)
@@ -272,18 +305,20 @@ def format_table(members, vmapped: dict, sequential: dict | None, ks) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, sequential: bool = True,
         say=print) -> dict:
-  """The whole script: vmapped run, optional sequential run, table, JSON and PNG.
+  """The whole script: grid run, optional sequential run, table, JSON and PNG.
 
   Returns:
     The JSON record (also written to ``workdir/ablation.json``).
   """
   members = members_from_config(config)
+  member_strategy(config)   # a bad value fails before any data is read
   setup = make_setup(config, members)
   n = len(members)
   say(f"Ablation of {n} members, {config.num_steps} steps each, {config.model.name}, on "
       f"{jax.device_count()} {jax.devices()[0].platform} device(s)", flush=True)
-  vm = run_vmapped(setup, members, say=say)
-  say(f"vmapped: {n} members in {vm['seconds']:.1f} s on {vm['devices']} device(s) along "
+  vm = run_grid(setup, members, say=say)
+  grid = f"grid ({vm['member_strategy']})"
+  say(f"{grid}: {n} members in {vm['seconds']:.1f} s on {vm['devices']} device(s) along "
       "'ablation' (compile + train + evaluate)", flush=True)
   seq = run_sequential(setup, members, say=say) if sequential else None
   ks = tuple(config.eval.ks)
@@ -294,8 +329,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, sequential: bool = T
                    "label": member_label(m)} for m in members],
       "recall": [{str(k): v for k, v in r.items()} for r in vm["recall"]],
       "final_loss": vm["final_loss"],
-      "vmapped_seconds": vm["seconds"],
-      "vmapped_cpu_seconds": vm["cpu_seconds"],
+      "member_strategy": vm["member_strategy"],
+      "grid_seconds": vm["seconds"],
+      "grid_cpu_seconds": vm["cpu_seconds"],
       "ablation_devices": vm["devices"],
       "num_steps": config.num_steps,
       "platform": jax.devices()[0].platform,
@@ -303,13 +339,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, sequential: bool = T
   if seq:
     ratio = seq["seconds"] / vm["seconds"]
     cpu_ratio = seq["cpu_seconds"] / vm["cpu_seconds"]
-    say(f"\nWall time, compile + train + evaluate, {n} members: vmapped {vm['seconds']:.1f} s, "
-        f"sequential {seq['seconds']:.1f} s: sequential / vmapped = {ratio:.2f}×")
+    say(f"\nWall time, compile + train + evaluate, {n} members: {grid} {vm['seconds']:.1f} s, "
+        f"sequential {seq['seconds']:.1f} s: sequential / grid = {ratio:.2f}×")
     # On a shared machine the wall time depends on what else runs; CPU time much less.
-    say(f"CPU time of this process, same spans: vmapped {vm['cpu_seconds']:.1f} s, sequential "
-        f"{seq['cpu_seconds']:.1f} s: sequential / vmapped = {cpu_ratio:.2f}×")
+    say(f"CPU time of this process, same spans: {grid} {vm['cpu_seconds']:.1f} s, sequential "
+        f"{seq['cpu_seconds']:.1f} s: sequential / grid = {cpu_ratio:.2f}×")
     gap = max(abs(a[1] - b[1]) for a, b in zip(vm["recall"], seq["recall"]))
-    say(f"Largest |R@1 vmapped − R@1 sequential| over the members: {100 * gap:.2f} points")
+    say(f"Largest |R@1 grid − R@1 sequential| over the members: {100 * gap:.2f} points")
     record.update(sequential_seconds=seq["seconds"], ratio=ratio,
                   sequential_cpu_seconds=seq["cpu_seconds"], cpu_ratio=cpu_ratio,
                   sequential_recall=[{str(k): v for k, v in r.items()} for r in seq["recall"]],

@@ -6,14 +6,14 @@ r"""The paper's Figures 1–5, redrawn on the bundled digits, as PNG files.
   autodiff of the unified loss (Eq. 1, K = L = 1) and the closed-form Circle
   gradients of :func:`circle_jax.circle_loss_grads` (Eq. 9–10).
 * ``fig3_robustness.png`` (Fig. 3): Recall@1 of the unseen digits against γ and
-  against m for class-level Circle, AM-Softmax and ArcFace, one vmapped
+  against m for class-level Circle, AM-Softmax and ArcFace, one
   ablation per loss (:mod:`experiments.ablate`).
 * ``fig4_similarity.png`` (Fig. 4): mean s_p and s_n over training, Circle vs
   AM-Softmax.
 * ``fig5_convergence.png`` (Fig. 5): where (s_n, s_p) pairs cross their
   decision boundary during training, and where they sit at the end, for
   AM-Softmax (m = 0.35), Circle (m = 0.325, the tangent circle) and Circle
-  (m = 0.25) — one vmapped ablation of the three.
+  (m = 0.25) — one ablation program of the three.
 
 Fig. 4/5 use class-level labels: for a probe set of training images (100 per
 class, inference mode), s_p is the cosine to the own class proxy and s_n the
@@ -175,7 +175,7 @@ def _ablation_config(loss: str, tiny: bool, gammas, margins, steps: int = 0):
 
 
 def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, say=print) -> dict:
-  """R@1 against γ (at each loss's m) and against m (at its γ), one vmapped ablation per loss.
+  """R@1 against γ (at each loss's m) and against m (at its γ), one ablation program per loss.
 
   ``steps`` overrides the configs' ``num_steps`` (0: keep them).
   """
@@ -187,7 +187,7 @@ def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, say=print) 
     members = ablate.members_from_config(config)
     setup = ablate.make_setup(config, members)
     say(f"Fig. 3: {_LABELS[loss]}, {len(members)} members, {config.num_steps} steps", flush=True)
-    out = ablate.run_vmapped(setup, members, say=say, nonfinite="mark")
+    out = ablate.run_grid(setup, members, say=say, nonfinite="mark")
     base = {k: float(config.loss[k]) for k in ("gamma", "margin")}
     rows = [{"gamma": m.hparams["gamma"], "margin": m.hparams["margin"],
              "recall@1": r[1], "final_loss": f}
@@ -223,7 +223,7 @@ def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, say=print) 
 
 
 def fig_training(path4: str, path5: str, *, tiny: bool = False, say=print) -> dict:
-  """One vmapped ablation of AM-Softmax (m = 0.35), Circle (m = 0.325), Circle (m = 0.25).
+  """One ablation program of AM-Softmax (m = 0.35), Circle (m = 0.325), Circle (m = 0.25).
 
   A probe after every step records s_p and s_n of 100 training images per class.
   """
@@ -245,7 +245,9 @@ def fig_training(path4: str, path5: str, *, tiny: bool = False, say=print) -> di
   idx = np.concatenate([np.flatnonzero(labels == c)[:per_class]
                         for c in range(setup.data.num_train_classes)])
   probe_images, probe_labels = jnp.asarray(setup.data.train_images[idx]), labels[idx]
-  embed = jax.jit(lambda state: (training.ablation_embed_step(state, probe_images),
+  strategy = ablate.member_strategy(config)
+  embed = jax.jit(lambda state: (training.ablation_embed_step(state, probe_images,
+                                                              member_strategy=strategy),
                                  state.params["class_weights"]))
   snapshots = []   # per step: sp [N, P], sn [N, P, C − 1]
 
@@ -262,7 +264,7 @@ def fig_training(path4: str, path5: str, *, tiny: bool = False, say=print) -> di
   probe0()
   say(f"Fig. 4/5: {len(members)} members, {config.num_steps} steps, probing "
       f"{len(idx)} training images after every step", flush=True)
-  out = ablate.run_vmapped(setup, members, probe=probe, say=say)
+  out = ablate.run_grid(setup, members, probe=probe, say=say)
   sp = np.stack([s[0] for s in snapshots], 1)                # [N, T + 1, P]
   sn = np.stack([s[1] for s in snapshots], 1)                # [N, T + 1, P, C − 1]
   sn_max = sn.max(-1)

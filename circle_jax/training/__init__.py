@@ -5,6 +5,7 @@ for ``circle_class`` the class proxies split along ``'model'`` (:func:`make_mesh
 """
 
 from circle_jax.training._ablation import Ablation
+from circle_jax.training._ablation import MEMBER_STRATEGIES
 from circle_jax.training._ablation import Member
 from circle_jax.training._ablation import ablation_embed_step
 from circle_jax.training._ablation import ablation_loss
@@ -14,6 +15,7 @@ from circle_jax.training._ablation import create_stacked_states
 from circle_jax.training._ablation import jit_ablation_step
 from circle_jax.training._ablation import make_ablation
 from circle_jax.training._ablation import member_sharding
+from circle_jax.training._ablation import resolve_member_strategy
 from circle_jax.training._ablation import stack_states
 from circle_jax.training._ablation import unstack_state
 from circle_jax.training._checkpoint import CheckpointRestoreError
@@ -63,6 +65,7 @@ __all__ = (
     "LOSSES",
     "LossSpec",
     "Member",
+    "MEMBER_STRATEGIES",
     "MeshPrefetcher",
     "MetricModel",
     "SHARDED_CLASS_LOSSES",
@@ -97,6 +100,7 @@ __all__ = (
     "process_rows",
     "read_jsonl",
     "replicated",
+    "resolve_member_strategy",
     "shard_batch",
     "stack_states",
     "state_shardings",

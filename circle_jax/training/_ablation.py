@@ -1,9 +1,10 @@
-r"""Hyper-parameter ablations as one program: N train states stacked, one vmapped step.
+r"""Hyper-parameter ablations as one program: N train states stacked, one step for all.
 
 An ablation is a list of :class:`Member` s, each a loss name, its numeric
 hyper-parameters (γ, m, …) and its static options (``grad_through_alpha``, …).
-Their train states are stacked along a leading axis of size N and one
-``jax.vmap`` of :func:`circle_jax.training.train_step` advances all of them:
+Their train states are stacked along a leading axis of size N and one compiled
+step, :func:`circle_jax.training.train_step` over the members, advances all of
+them:
 
 .. math::  (\theta_i, o_i) \leftarrow \mathrm{step}(\theta_i, o_i;\ \text{batch}_i,
            \text{rng}_i, \ell_{k_i}, \gamma_i, m_i), \qquad i = 1 \dots N
@@ -18,16 +19,22 @@ Their train states are stacked along a leading axis of size N and one
   runs once per member. A branch a member did not choose is evaluated at that
   loss's *default* hyper-parameters (never at another loss's γ or m), so it
   stays finite and its zero cotangent adds exact zeros to the gradient.
+  (``"unroll"`` and ``"map"`` members run only their own branch.)
   Mixing pair-wise and class-level losses works when the model carries class
   proxies (pair-wise members ignore them; they then change only by weight
   decay).
 * **Randomness**: every member has its own ``rng`` (dropout) and, through
   :func:`create_stacked_states`, its own initialisation key.
+* **How the members run** (``member_strategy``): batched by ``jax.vmap`` (the
+  default on accelerators), or as N ordinary steps unrolled in the program
+  (the default on a CPU, where vmapped convolutions become slow grouped ones),
+  or in a ``lax.map`` loop; :func:`resolve_member_strategy` has the measurements.
 
 Member ``i`` of the stacked run equals a separate run of
 :func:`circle_jax.training.train_step` with :func:`make_loss` and the same
-settings, up to float rounding (tested; the compiled programs differ: batched
-convolutions, and γ, m as runtime values instead of folded constants).
+settings, up to float rounding, under every strategy (tested; the compiled
+programs differ: batched convolutions under ``vmap``, and γ, m as runtime
+values instead of folded constants).
 
 The ablation axis shards over devices: :func:`ablation_mesh` and
 :func:`jit_ablation_step` place member ``i`` on device ``i·d/N`` with
@@ -53,6 +60,68 @@ from circle_jax.training._steps import embed_step
 from circle_jax.training._steps import train_step
 
 AXIS = "ablation"
+
+#: Values of ``member_strategy``: how one compiled program runs the N members.
+MEMBER_STRATEGIES = ("auto", "vmap", "unroll", "map")
+
+
+def resolve_member_strategy(member_strategy: str = "auto", backend: str | None = None) -> str:
+  """``"vmap"``, ``"unroll"`` or ``"map"``: ``member_strategy`` with ``"auto"`` decided.
+
+  * ``"vmap"``: ``jax.vmap`` over the members. Convolutions with per-member
+    kernels become one grouped convolution, and a ``lax.switch`` over losses
+    runs every branch for every member. One copy of the step is compiled; on
+    accelerators, batching N small models is expected to pay (not measured
+    here: no accelerator was available).
+  * ``"unroll"``: the program holds N copies of the ordinary step, one per
+    member, on static slices of the stacked state. Ordinary convolutions, only
+    the member's own loss branch; compile time grows with N.
+  * ``"map"``: ``jax.lax.map`` (a loop inside the program): one copy of the
+    ordinary step and one member's activations at a time, for grids too large
+    to batch or to unroll.
+  * ``"auto"``: ``"unroll"`` on a CPU, ``"vmap"`` on any other backend.
+
+  Why ``"unroll"`` on a CPU, measured on the 8-member digits grid of
+  ``experiments/configs/ablate.py`` (2 cores shared with other jobs, jax
+  0.10.2; CPU time per training step, range over 2–5 runs): the 8 separately
+  jitted steps 0.72–0.84 s; ``"unroll"`` 0.60–0.82 s (the same ordinary
+  convolutions); ``"vmap"`` 1.49–1.70 s (a grouped convolution per layer,
+  which XLA:CPU runs slower than the N ordinary ones it replaces); ``"map"``
+  6.5–6.8 s, because inside the loop XLA:CPU leaves the weight-gradient
+  convolutions in a transposed layout and emits them as plain loops instead of
+  its convolution library; ``lax.map(..., batch_size=2 or 4)`` 8.4–10.1 s, its
+  loop body then holding grouped convolutions as well. What the unrolled
+  program saves over separate runs is compilation: 21 s (wall) for the one
+  program against 47 s for the 8 separate steps (``"vmap"``: 10 s).
+
+  Args:
+    member_strategy: one of :data:`MEMBER_STRATEGIES`.
+    backend: the platform deciding ``"auto"``; ``jax.default_backend()`` if None.
+
+  Raises:
+    ValueError: an unknown strategy.
+
+  Example:
+    >>> resolve_member_strategy("auto", "cpu"), resolve_member_strategy("auto", "gpu")
+    ('unroll', 'vmap')
+  """
+  if member_strategy not in MEMBER_STRATEGIES:
+    raise ValueError(f"member_strategy: {member_strategy!r}; known: "
+                     f"{', '.join(repr(m) for m in MEMBER_STRATEGIES)}")
+  if member_strategy != "auto":
+    return member_strategy
+  return "unroll" if (backend or jax.default_backend()) == "cpu" else "vmap"
+
+
+def _over_members(fn: Callable, strategy: str, stacked):
+  """``fn(member_i)`` for every member of the pytree ``stacked``, outputs stacked on axis 0."""
+  if strategy == "vmap":
+    return jax.vmap(fn)(stacked)
+  if strategy == "map":
+    return jax.lax.map(fn, stacked)
+  n = jax.tree.leaves(stacked)[0].shape[0]
+  outs = [fn(jax.tree.map(lambda x: x[i], stacked)) for i in range(n)]
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,8 +325,8 @@ def unstack_state(stacked, i: int):
 
 
 def ablation_train_step(state, batch: dict, rngs: jax.Array, ablation: Ablation, *,
-                        batch_axis: int | None = 0):
-  """One step of every member: ``vmap`` of :func:`train_step` over the ablation axis.
+                        batch_axis: int | None = 0, member_strategy: str = "auto"):
+  """One step of every member: :func:`train_step` over the ablation axis, in one program.
 
   Args:
     state: stacked train state (leading axis N).
@@ -266,9 +335,17 @@ def ablation_train_step(state, batch: dict, rngs: jax.Array, ablation: Ablation,
     rngs: ``[N]`` keys; member i's dropout key is ``fold_in(rngs[i], step)``.
     ablation: from :func:`make_ablation`.
     batch_axis: 0 or None, as above.
+    member_strategy: how the program runs the members, one of
+      :data:`MEMBER_STRATEGIES` (``"vmap"``, ``"unroll"``, ``"map"``; ``"auto"``
+      is ``"unroll"`` on a CPU, ``"vmap"`` elsewhere): see
+      :func:`resolve_member_strategy`. Every strategy computes the same step.
 
   Returns:
     ``(state, metrics)``, metrics ``{"loss": [N], "grad_norm": [N]}``.
+
+  Raises:
+    ValueError: leading sizes other than N, a ``batch_axis`` other than 0 or
+      None, an unknown ``member_strategy``.
 
   Example:
     >>> import optax
@@ -278,26 +355,44 @@ def ablation_train_step(state, batch: dict, rngs: jax.Array, ablation: Ablation,
     ...                           jax.random.split(jax.random.key(0), 2), jnp.ones((1, 8, 8, 1)))
     >>> batch = {"image": jnp.ones((4, 8, 8, 1)), "label": jnp.array([0, 0, 1, 1])}
     >>> s, m = ablation_train_step(s, batch, jax.random.split(jax.random.key(1), 2), ab,
-    ...                            batch_axis=None)
+    ...                            batch_axis=None, member_strategy="unroll")
     >>> s.step.tolist(), m["loss"].shape
     ([1, 1], (2,))
   """
+  strategy = resolve_member_strategy(member_strategy)
   _check_members(state, rngs, ablation)
   if batch_axis not in (0, None):
     raise ValueError(f"ablation_train_step: batch_axis must be 0 or None, got {batch_axis!r}")
   loss = ablation_loss(ablation.variants)
 
-  def member_step(state, batch, rng, index, hparams):
+  def member_step(args):
+    state, batch, rng, index, hparams = args
     loss_fn = lambda e, y, w: loss(e, y, w, index, hparams)
     return train_step(state, batch, rng, loss_fn=loss_fn)
 
-  return jax.vmap(member_step, in_axes=(0, batch_axis, 0, 0, 0))(
-      state, batch, rngs, ablation.loss_index, ablation.hparams)
+  if batch_axis is None:
+    # A shared batch is closed over: unbatched under vmap, not copied N times otherwise.
+    return _over_members(lambda a: member_step((a[0], batch, *a[1:])), strategy,
+                         (state, rngs, ablation.loss_index, ablation.hparams))
+  return _over_members(member_step, strategy,
+                       (state, batch, rngs, ablation.loss_index, ablation.hparams))
 
 
-def ablation_embed_step(state, images: jax.Array) -> jax.Array:
-  """Embeddings ``[N, B, D]`` of the same ``images [B, …]`` under every member (inference mode)."""
-  return jax.vmap(embed_step, in_axes=(0, None))(state, images)
+def ablation_embed_step(state, images: jax.Array, *, member_strategy: str = "auto") -> jax.Array:
+  """Embeddings ``[N, B, D]`` of the same ``images [B, …]`` under every member (inference mode).
+
+  ``member_strategy`` as in :func:`ablation_train_step`.
+
+  Example:
+    >>> import optax
+    >>> from circle_jax.models import SmallCNN
+    >>> s = create_stacked_states(SmallCNN(features=(4,), embedding_dim=6), optax.sgd(0.1),
+    ...                           jax.random.split(jax.random.key(0), 3), jnp.ones((1, 8, 8, 1)))
+    >>> ablation_embed_step(s, jnp.ones((5, 8, 8, 1)), member_strategy="unroll").shape
+    (3, 5, 6)
+  """
+  strategy = resolve_member_strategy(member_strategy)
+  return _over_members(lambda s: embed_step(s, images), strategy, state)
 
 
 def _check_members(state, rngs, ablation):
@@ -332,16 +427,20 @@ def member_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def jit_ablation_step(ablation: Ablation, mesh: Mesh | None = None, *,
-                      batch_axis: int | None = 0) -> Callable:
+                      batch_axis: int | None = 0, member_strategy: str = "auto") -> Callable:
   """``step(state, batch, rngs) -> (state, metrics)``: :func:`ablation_train_step`, jitted.
 
   With a ``mesh`` (from :func:`ablation_mesh`) every stacked input and output
   is sharded along ``'ablation'`` (a shared batch is replicated), so each
   device trains N/d members; N must be divisible by the number of devices.
+  The step runs inside a ``shard_map``, so each device steps its own N/d
+  members whatever the ``member_strategy``; ``"auto"`` is decided by the
+  platform of the mesh's devices.
   The input state is donated.
 
   Raises:
-    ValueError: N not divisible by the devices of ``mesh``.
+    ValueError: N not divisible by the devices of ``mesh``; an unknown
+      ``member_strategy``.
 
   Example:
     >>> import optax
@@ -355,8 +454,12 @@ def jit_ablation_step(ablation: Ablation, mesh: Mesh | None = None, *,
     >>> s.step.tolist()
     [1, 1]
   """
+  backend = None if mesh is None else mesh.devices.flat[0].platform
+  strategy = resolve_member_strategy(member_strategy, backend)
+
   def step(state, batch, rngs, ablation):
-    return ablation_train_step(state, batch, rngs, ablation, batch_axis=batch_axis)
+    return ablation_train_step(state, batch, rngs, ablation, batch_axis=batch_axis,
+                               member_strategy=strategy)
 
   if mesh is None:
     jitted = jax.jit(step, donate_argnums=(0,))
@@ -366,8 +469,15 @@ def jit_ablation_step(ablation: Ablation, mesh: Mesh | None = None, *,
       raise ValueError(f"jit_ablation_step: {ablation.size} members cannot be split evenly over "
                        f"the {d} devices of the '{AXIS}' axis")
     members = member_sharding(mesh)
-    batch_sharding = members if batch_axis == 0 else NamedSharding(mesh, P())
-    jitted = jax.jit(step, in_shardings=(members, batch_sharding, members, members),
+    batch_spec = P(AXIS) if batch_axis == 0 else P()
+    # Each device runs the step on its own N/d members, whatever the strategy.
+    # Left to the partitioner, the vmapped step all-gathered and computed the
+    # convolutions of all N members on every device (compiled HLO on 8
+    # emulated CPU devices); a loop over a sharded axis has no such guarantee.
+    step = jax.shard_map(step, mesh=mesh, in_specs=(P(AXIS), batch_spec, P(AXIS), P(AXIS)),
+                         out_specs=P(AXIS))
+    jitted = jax.jit(step, in_shardings=(members, NamedSharding(mesh, batch_spec), members,
+                                         members),
                      out_shardings=(members, members), donate_argnums=(0,))
   # γ, m and the loss index enter as arguments, not constants: traced, never folded.
   return lambda state, batch, rngs: jitted(state, batch, rngs, ablation)

@@ -1,9 +1,9 @@
-r"""A vmapped ablation: Circle loss (class-level) over γ and m, on the bundled digits.
+r"""An ablation as one program: Circle loss (class-level) over γ and m, on the bundled digits.
 
 The setup of ``experiments/configs/circle_class.py`` (itself the default digits
 setup with class-level Circle loss); eight members: γ ∈ {32, 64, 128, 256, 512,
 1024} at m = 0.25, and m ∈ {0, 0.1} at γ = 256. All eight train as one
-vmapped program, then one after another for the timing comparison.
+program, then one after another for the timing comparison.
 
 Command, from the repository root:
 
@@ -11,7 +11,9 @@ Command, from the repository root:
 
 Override the grid, e.g. ``--config.ablation.mode=product
 --config.ablation.losses=circle_class,am_softmax
---config.ablation.grad_through_alpha=False,True``. Runtime and result: the
+--config.ablation.grad_through_alpha=False,True``; how the program runs the
+members: ``--config.ablation.members=vmap`` (or ``unroll``, ``map``; default
+``auto``). Runtime and result: the
 README's "Ablations" section.
 """
 
@@ -37,6 +39,10 @@ def ablation_section() -> ml_collections.ConfigDict:
   ablation.grad_through_alpha = (False,)
   # Losses to sweep; empty: config.loss.name only. Others start from their registry defaults.
   ablation.losses = ()
+  # How one program runs the members: "vmap" (batched), "unroll" (N ordinary steps in the
+  # program), "map" (lax.map loop), "auto": "unroll" on a CPU, where vmapped convolutions
+  # become slow grouped ones, "vmap" elsewhere (circle_jax.training.resolve_member_strategy).
+  ablation.members = "auto"
   # 0: as many devices as divide the number of members evenly.
   ablation.num_devices = 0
   # True: member i uses seed config.seed + i (initialisation, dropout, batches).

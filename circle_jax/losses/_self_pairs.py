@@ -207,10 +207,17 @@ def _dense_jvp(grad_through_alpha, primals, tangents):
       xh, labels, margin, gamma, grad_through_alpha)
   dloss = jnp.zeros_like(loss)
   if not isinstance(dxh, SymbolicZero):
-    sc = scales(stats, sigma)
-    slope = _slopes(s, pos, margin, gamma, grad_through_alpha)
-    rows = softmax_weights(z, pos, neg, sc, axis=1) * slope  # W
-    cols = softmax_weights(z, pos, neg, sc, axis=0) * slope  # V = Wᵀ, by symmetry
+    # W and V are recomputed from (s, z, statistics) where the reverse pass
+    # needs them, fused into H = L̄∘W + L̄∘V, rather than written out by the
+    # forward pass and read back: two [B, B] passes fewer.
+    @jax.checkpoint
+    def weights(s, z, sc, margin, gamma):
+      slope = _slopes(s, pos, margin, gamma, grad_through_alpha)
+      rows = softmax_weights(z, pos, neg, sc, axis=1) * slope  # W
+      cols = softmax_weights(z, pos, neg, sc, axis=0) * slope  # V = Wᵀ, by symmetry
+      return rows, cols
+
+    rows, cols = weights(s, z, scales(stats, sigma), margin, gamma)
     a = _similarities(dxh, xh)  # A = dX̂ X̂ᵀ: the only GEMM, in either mode
     dloss = dloss + jnp.sum(rows * a, axis=1) + jnp.sum(cols * a, axis=0)
   if not (isinstance(dmargin, SymbolicZero) and isinstance(dgamma, SymbolicZero)):

@@ -197,3 +197,20 @@ def test_pretrained_file_loads_through_the_training_config(tmp_path):
   np.testing.assert_array_equal(new.batch_stats["backbone"]["stem_bn"]["var"],
                                 sd["bn1.running_var"])
   assert new.params["class_weights"] is proxies
+
+
+def test_npz_weights_load_like_the_pth_they_were_saved_from(tmp_path):
+  """The torch-free path: an .npz of the state dict's names gives the same arrays."""
+  from experiments import weights  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(4)
+  ref = TorchResNet(TorchBasic, (1, 1), width=8)
+  np.savez(tmp_path / "r.npz", **{k: v.numpy() for k, v in ref.state_dict().items()})
+  torch.save(ref.state_dict(), tmp_path / "r.pth")
+  from_npz = weights.load_state_dict(str(tmp_path / "r.npz"))
+  from_pth = weights.load_state_dict(str(tmp_path / "r.pth"))
+  assert set(from_npz) == set(from_pth) and len(from_npz) > 10
+  for k in from_pth:
+    np.testing.assert_array_equal(from_npz[k], from_pth[k], err_msg=k)
+  v = _shapes(ResNet(stage_sizes=(1, 1), width=8, head=False))
+  a, b = torchvision_resnet_variables(from_npz, v), torchvision_resnet_variables(from_pth, v)
+  jax.tree.map(np.testing.assert_array_equal, a, b)

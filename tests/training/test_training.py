@@ -156,3 +156,20 @@ def test_checkpoint_round_trip_and_retention(tmp_path):
                jax.device_get(state.opt_state))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.batch_stats),
                jax.device_get(state.batch_stats))
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_flip_fused_embedding_is_f_of_x_plus_f_of_its_mirror(num_devices):
+  """Face verification's embedding: f(x) + f(x mirrored left-right), on any mesh.
+  Images are not symmetric, and an up-down flip gives a different sum."""
+  state = _state()
+  images = _batch(n=16)["image"]
+  mesh = training.make_mesh(num_devices)
+  got = training.jit_embed_step(mesh, state, flip=True)(state, images)
+  f = lambda x: training.embed_step(state, x)
+  want = f(images) + f(jnp.flip(images, axis=2))  # NHWC: axis 2 is the width
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  upside_down = f(images) + f(jnp.flip(images, axis=1))
+  assert np.abs(np.asarray(got) - np.asarray(upside_down)).max() > 1e-2
+  plain = training.jit_embed_step(mesh, state)(state, images)
+  np.testing.assert_allclose(plain, f(images), rtol=1e-5, atol=1e-5)

@@ -335,7 +335,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
 
   try:  # every dataset the run will use, train and evaluation, is opened and checked here
     pipeline = input_pipeline.make_pipeline(config)
-  except cdata.DatasetNotFoundError:
+  except FileNotFoundError:  # DatasetNotFoundError included: already says where and how
     raise
   except (ValueError, OSError) as e:
     raise cdata.DatasetError(str(e)) from e

@@ -115,7 +115,7 @@ class RecordIOReader:
     matches = sum(ids[key] == key for key in sample)
     if matches == len(sample) and any(key != 0 for key in sample):
       self.ids_are_keys = True
-    elif matches * 2 > len(sample):  # a pack written with ids = keys, but not everywhere
+    elif len(sample) > matches > len(sample) // 2:  # ids = keys, but not everywhere
       key = next(k for k in sample if ids[k] != k)
       raise ValueError(f"{self.rec_path}: record {key} (offset {self._offsets[key]}) holds "
                        f"the record with id {ids[key]}: the offsets of {self.idx_path} do "

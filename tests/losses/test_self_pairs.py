@@ -46,7 +46,7 @@ def batch(rng, size, dim, pattern):
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("margin,gamma", SETTINGS)
 @pytest.mark.parametrize("through_alpha", [False, True])
-@pytest.mark.parametrize("chunk_size", [None, 1, 3, 7, 12, 40])
+@pytest.mark.parametrize("chunk_size", [None, 1, 3, 7])  # 7: a padded last tile
 def test_equals_autodiff_of_the_similarity_sets(x64, rng, pattern, margin, gamma,
                                                 through_alpha, chunk_size):
   x, y = batch(rng, 12, 5, pattern)

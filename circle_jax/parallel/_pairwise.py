@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import jax
-from jax import lax
 
 from circle_jax.losses import _checks
-from circle_jax.losses import _circle
 from circle_jax.losses import _numerics
-from circle_jax.losses import _pairwise
 from circle_jax.parallel import _collectives
 from circle_jax.parallel import _self_pairs
 

@@ -27,12 +27,9 @@ from jax import lax
 from circle_jax.losses import _numerics
 from circle_jax.losses import _self_pairs as S
 from circle_jax.losses import _streaming
+from circle_jax.parallel import _collectives
 
 Array = jax.Array
-
-
-def _ring_perm(n: int) -> list[tuple[int, int]]:
-  return [(i, (i + 1) % n) for i in range(n)]
 
 
 def _over_chunks(body, carry, cols, col_base, chunk_size):
@@ -70,7 +67,7 @@ def _over_global(body, carry, cols, *, axis_name, ring, chunk_size):
 
   def step(state, t):
     carry, blk = state
-    return (visit(carry, blk, t), lax.ppermute(blk, axis_name, _ring_perm(n))), None
+    return (visit(carry, blk, t), lax.ppermute(blk, axis_name, _collectives.ring_perm(n))), None
 
   (carry, last), _ = lax.scan(step, (carry, cols), jnp.arange(n - 1))
   return visit(carry, last, n - 1)

@@ -141,6 +141,27 @@ def _without_reduction(variant: Variant) -> tuple[Variant, str]:
   return Variant(variant.items[:-1]), variant.items[-1][1]
 
 
+def _passes(ours, outcomes, variant, reduction, skip) -> bool:
+  """Every problem agrees (stops at the first that does not)."""
+  for k, p in enumerate(ours.problems):
+    if k not in skip and not _compare(p, outcomes[k], ours(k, variant, reduction)).passed:
+      return False
+  return len(skip) < len(ours.problems)
+
+
+def _explain_by_defect(spec, ours, outcomes, ranked, skip):
+  """(sound variant, axis, defect) such that the variant with that one known
+  defect matches every problem with finite output; the sound variants are
+  tried closest first. None if no single defect explains the output."""
+  for candidate in ranked:
+    base, reduction = _without_reduction(candidate)
+    for axis in spec.axes:
+      for defect in axis.defects:
+        if _passes(ours, outcomes, base.replace(**{axis.name: defect}), reduction, skip):
+          return candidate, axis, defect
+  return None
+
+
 def _non_finite_diagnosis(spec, problems, outcomes, ours, closest) -> list[Diagnosis]:
   """Non-finite output where circle_jax's is finite, localised to empty rows if it can be."""
   bad = [k for k, o in enumerate(outcomes)
@@ -287,11 +308,11 @@ def verify(
     base, reduction = _without_reduction(closest)
     diagnosis += _non_finite_diagnosis(spec, problems, outcomes, ours, base)
     skip = {k for k, o in enumerate(outcomes) if not np.all(np.isfinite(o.values))}
-    for axis in spec.axes:
-      for defect in axis.defects:
-        trial = _results(ours, outcomes, base.replace(**{axis.name: defect}), reduction, skip)
-        if trial and all(r.passed for r in trial):
-          diagnosis.append(Diagnosis(axis.name, defect, axis.meaning[defect]))
+    found = _explain_by_defect(spec, ours, outcomes, [v for _, v, _ in scored], skip)
+    if found is not None:
+      closest, axis, defect = found
+      results = _results(ours, outcomes, _without_reduction(closest)[0], closest.items[-1][1])
+      diagnosis.append(Diagnosis(axis.name, defect, axis.meaning[defect]))
     if not diagnosis:
       diagnosis += _pattern_diagnosis(problems, results)
     if not diagnosis:

@@ -99,10 +99,6 @@ class Report:
   def _variant_text(self, variant: Variant) -> str:
     return " ".join(f"{n}={v}" for n, v in variant.items if n in self.shown_axes)
 
-  def _worst(self, attr: str) -> str:
-    r = max(self.results, key=lambda r: getattr(r, attr))
-    return f"{getattr(r, attr):.2g} ({r.problem})"
-
   def __str__(self) -> str:
     kind = "one value per example" if self.output == "per-example" else "a reduced scalar"
     lines = [
@@ -110,7 +106,6 @@ class Report:
         f"  {len(self.problems)} problems; the implementation returns {kind}"
         + ("" if self.gradients_checked else "; values only (numpy has no gradients)"),
     ]
-    tol = ", ".join(f"{v:g} in {k}" for k, v in TOLERANCE.items())
     if self.ok:
       lines.append(f"MATCH: {self._variant_text(self.closest)}")
       if self.conventions:
@@ -123,9 +118,16 @@ class Report:
                    f"{len(self.failing)} of {len(self.results)} problems")
       for d in self.diagnosis:
         lines.append(f"  diagnosis: {d}")
-    lines.append(f"  worst relative error: values {self._worst('value_error')}"
-                 + (f", gradients {self._worst('grad_error')}" if self.gradients_checked else "")
-                 + f" (tolerance {tol})")
+    for dtype, tol in TOLERANCE.items():
+      rows = [r for r in self.results if r.problem.endswith("/" + dtype)]
+      if rows:
+        text = f"values {max(r.value_error for r in rows):.2g}"
+        if self.gradients_checked:
+          text += f", gradients {max(r.grad_error for r in rows):.2g}"
+        lines.append(f"  worst relative error in {dtype}: {text} (tolerance {tol:g})")
+    if not self.ok:
+      worst = max(self.results, key=lambda r: max(r.value_error, r.grad_error))
+      lines.append(f"  worst problem: {worst.problem}")
     lines.extend(f"  note: {n}" for n in self.notes)
     if self.saved:
       lines.append(f"  first failing problem: {self.saved} (circle_jax.verify.load_problem reads it)")

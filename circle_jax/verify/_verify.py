@@ -162,29 +162,22 @@ def _explain_by_defect(spec, ours, outcomes, ranked, skip):
   return None
 
 
-def _non_finite_diagnosis(spec, problems, outcomes, ours, closest) -> list[Diagnosis]:
-  """Non-finite output where circle_jax's is finite, localised to empty rows if it can be."""
-  bad = [k for k, o in enumerate(outcomes)
-         if not np.all(np.isfinite(o.values))
-         or (o.grads is not None and not all(np.all(np.isfinite(g)) for g in o.grads.values()))]
+def _finite(outcome) -> bool:
+  return bool(np.all(np.isfinite(outcome.values))) and (
+      outcome.grads is None or all(np.all(np.isfinite(g)) for g in outcome.grads.values()))
+
+
+def _non_finite_diagnosis(spec, problems, outcomes) -> list[Diagnosis]:
+  """Non-finite values or gradients, traced to empty rows when that is what they share."""
+  bad = [k for k, o in enumerate(outcomes) if not _finite(o)]
   if not bad:
     return []
   names = ", ".join(problems[k].name for k in bad)
-  if spec.kind == "pair":
-    invalid = [~spec.valid(problems[k]) for k in bad]
-    per_example = all(outcomes[k].values.ndim == 1 for k in bad)
-    if per_example:
-      explained = all(
-          np.array_equal(~np.isfinite(outcomes[k].values) & ~np.isfinite(ours.per_example(k, closest))
-                         | ~np.isfinite(outcomes[k].values), inv & ~np.isfinite(outcomes[k].values))
-          for k, inv in zip(bad, invalid))
-    else:
-      explained = all(inv.any() for inv in invalid) and all(
-          spec.valid(p).all() for k, p in enumerate(problems) if k not in bad)
-    if explained:
-      return [Diagnosis("empty_rows", "non-finite",
-                        "anchors without a positive or without a negative get NaN/inf (value or "
-                        f"gradient) instead of exactly 0; on {names}")]
+  has_empty = [not spec.valid(p).all() for p in problems]
+  if spec.kind == "pair" and all(has_empty[k] for k in bad):
+    return [Diagnosis("empty_rows", "non-finite",
+                      "anchors without a positive or without a negative get NaN/inf (value or "
+                      f"gradient) instead of exactly 0; on {names}")]
   return [Diagnosis("finite", "non-finite", f"non-finite values or gradients on {names}")]
 
 
@@ -305,9 +298,8 @@ def verify(
   diagnosis: list[Diagnosis] = []
   saved = None
   if not matches:
-    base, reduction = _without_reduction(closest)
-    diagnosis += _non_finite_diagnosis(spec, problems, outcomes, ours, base)
-    skip = {k for k, o in enumerate(outcomes) if not np.all(np.isfinite(o.values))}
+    diagnosis += _non_finite_diagnosis(spec, problems, outcomes)
+    skip = {k for k, o in enumerate(outcomes) if not _finite(o)}
     found = _explain_by_defect(spec, ours, outcomes, [v for _, v, _ in scored], skip)
     if found is not None:
       closest, axis, defect = found

@@ -105,14 +105,29 @@ def _torch_circle(*, clamp=True, keep_self=False, swap=False, gamma_twice=False,
   return fn
 
 
+def _example(name):
+  from circle_jax.verify.__main__ import load_callable
+
+  return load_callable(os.path.join(REPO, "docs", "verify_examples", f"{name}.py:circle_loss"))
+
+
+def _readme_block(command_fragment):
+  """The printed report that follows the README's command containing the fragment."""
+  with open(os.path.join(REPO, "README.md")) as f:
+    text = f.read()
+  after = text[text.index(command_fragment):]
+  return after.split("```")[2]
+
+
+def _stable_lines(report_text):
+  """The lines that must not drift: the verdict, conventions, undetermined axes, diagnosis."""
+  keep = ("MATCH", "NO MATCH", "  the convention of", "  not told apart", "  diagnosis", "  closest")
+  return [line for line in report_text.splitlines() if line.startswith(keep)]
+
+
 @pytest.fixture(scope="module")
 def pml_report():
-  from pytorch_metric_learning import losses
-
-  def fn(x, y, *, margin, gamma):
-    return losses.CircleLoss(m=margin, gamma=gamma)(x, y)
-
-  return cv.verify(fn, "pairwise_circle", "torch")
+  return cv.verify(_example("pml_circle"), "pairwise_circle", "torch")
 
 
 def test_names_pytorch_metric_learning(pml_report):
@@ -132,6 +147,7 @@ def test_names_pytorch_metric_learning(pml_report):
   text = str(r)
   assert text.splitlines()[2].startswith("MATCH: alpha=detached")
   assert "the convention of: pytorch-metric-learning CircleLoss" in text
+  assert _stable_lines(text) == _stable_lines(_readme_block("pml_circle.py:circle_loss"))
 
 
 def test_names_keras(monkeypatch):
@@ -141,11 +157,9 @@ def test_names_keras(monkeypatch):
   if keras.backend.backend() != "jax":
     pytest.skip("keras was imported earlier with another backend")
 
-  def fn(x, y, *, margin, gamma):
-    return keras.losses.Circle(gamma=gamma, margin=margin, dtype=str(x.dtype))(y, x)
-
-  r = cv.verify(fn, "pairwise_circle", "jax")
+  r = cv.verify(_example("keras_circle"), "pairwise_circle", "jax")
   assert r.ok, str(r)
+  assert _stable_lines(str(r)) == _stable_lines(_readme_block("keras_circle.py:circle_loss"))
   assert "Keras 3 keras.losses.Circle" in r.conventions
   assert {(v["alpha"], v["normalise"], v["clip"]) for v in r.matches} == {
       ("differentiated", "none", "s<=1")}
@@ -302,28 +316,14 @@ def test_command_exit_codes(tmp_path, capsys):
 
 
 def test_command_in_a_fresh_process(tmp_path):
-  bad = _write(tmp_path / "bad.py", """
-      import torch
-      import torch.nn.functional as F
-
-      def loss(x, y, *, margin, gamma):
-        e = F.normalize(x, dim=1)
-        s = e @ e.t()
-        same = y[:, None] == y[None, :]
-        lp = -gamma * (1 + margin - s).clamp_min(0) * (s - 1 + margin)
-        ln = gamma * (s + margin).clamp_min(0) * (s - margin)
-        # The diagonal is left in the positive set.
-        lse_p = torch.logsumexp(lp.masked_fill(~same, -torch.inf), 1)
-        lse_n = torch.logsumexp(ln.masked_fill(same, -torch.inf), 1)
-        ok = (~same).any(1)
-        return torch.where(ok, F.softplus(torch.where(ok, lse_p + lse_n, 0.0)), 0.0)
-      """)
+  bad = os.path.join("docs", "verify_examples", "self_pair_kept.py")
   out = subprocess.run(
-      [sys.executable, "-m", "circle_jax.verify", f"{bad}:loss", "--framework", "torch",
+      [sys.executable, "-m", "circle_jax.verify", f"{bad}:circle_loss", "--framework", "torch",
        "--save_dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
   assert out.returncode == 1, out.stderr
   assert "NO MATCH" in out.stdout and "diagnosis: self_pairs=kept" in out.stdout
   assert os.path.exists(out.stdout.split("first failing problem: ")[1].split(" ")[0])
+  assert _stable_lines(out.stdout) == _stable_lines(_readme_block("self_pair_kept.py:circle_loss"))
 
 
 def test_import_pulls_no_framework():

@@ -144,7 +144,8 @@ def generate_loss(spec: _spec.LossSpec, seed: int = 0) -> tuple[dict, list[dict]
       for name, g in grads.items():
         keys[f"grad_{name}"] = stacks.add(f"grad_{name}", g)
       cases.append({
-          "id": f"{spec.name}/{p.name}/" + ",".join(f"{a}={v}" for a, v in shown.items()),
+          "id": "/".join([spec.name, p.name] + [",".join(f"{a}={v}" for a, v in shown.items())]
+                         [:bool(shown)]),
           "loss": spec.name,
           "function": spec.function,
           "kind": spec.kind,

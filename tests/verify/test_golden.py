@@ -148,6 +148,13 @@ def my_loss_and_grad(x, labels, v, *, margin, gamma):
 '''
 
 
+def test_reader_docstring_has_the_documented_recipe():
+  lines = golden.__doc__.splitlines()
+  for snippet in _doc_snippets():
+    for line in snippet.splitlines():
+      assert not line.strip() or "  " + line in lines, line
+
+
 def test_documented_recipe_runs_with_numpy_alone():
   """The docs' snippets, run in a fresh interpreter: no JAX, no circle_jax imported."""
   loader, usage = _doc_snippets()

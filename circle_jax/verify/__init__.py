@@ -7,6 +7,10 @@ or not, softplus cut-off, reduction, ...), and names the variant that matches â€
 or the closest one and what is wrong. ``python -m circle_jax.verify
 impl.py:fn --loss pairwise_circle --framework torch`` prints the same report.
 
+:func:`golden_cases` reads the shipped golden vectors (every loss under every
+sound variant, values and gradients) with numpy alone; see
+:mod:`circle_jax.verify.golden` for using them without circle_jax.
+
 Importing this module imports no framework; the one given to :func:`verify`
 is imported when it runs.
 """
@@ -29,11 +33,14 @@ from circle_jax.verify._variants import Axis
 from circle_jax.verify._variants import Switches
 from circle_jax.verify._variants import Variant
 from circle_jax.verify._verify import verify
+from circle_jax.verify.golden import GoldenCase
+from circle_jax.verify.golden import golden_cases
 
 __all__ = (
     "Axis",
     "Diagnosis",
     "FRAMEWORKS",
+    "GoldenCase",
     "LossSpec",
     "Problem",
     "ProblemResult",
@@ -42,6 +49,7 @@ __all__ = (
     "Switches",
     "TOLERANCE",
     "Variant",
+    "golden_cases",
     "load_problem",
     "losses",
     "make_problem",

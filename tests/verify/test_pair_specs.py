@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 import circle_jax as cj
+from circle_jax.verify import REDUCTION
+from circle_jax.verify import Variant
 from circle_jax.verify import _verify
 from circle_jax.verify import spec
 from circle_jax.verify import verify
@@ -46,6 +48,22 @@ def test_default_variant_is_the_circle_jax_function(name):
                                jnp.asarray(p.cotangent), params)
       np.testing.assert_allclose(values, expected, rtol=1e-12, atol=1e-14, err_msg=p.name)
       np.testing.assert_allclose(grads["embeddings"], grad, rtol=1e-12, atol=1e-14, err_msg=p.name)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_conventions_name_sound_values_of_real_axes(name):
+  loss = spec(name)
+  sound = {a.name: a.values for a in loss.axes} | {"reduction": REDUCTION.values}
+  variants = loss.sound_variants()
+  for convention, choices in loss.conventions.items():
+    for axis, value in choices.items():
+      assert value in sound[axis], (convention, axis, value)
+    # Not left out as moot: the verifier can name it.
+    assert any(all(v.get(a, value) == value for a, value in choices.items()
+                   if a != "reduction") and not any(
+                       f(Variant(v.items + (("reduction", choices["reduction"]),)))
+                       for f in loss.moot)
+               for v in variants), convention
 
 
 # --------------------------------------------------------------------------- PML
@@ -94,9 +112,9 @@ PML_CASES = [
 ]
 
 
-@pytest.mark.parametrize("loss, convention, impl, kwargs", PML_CASES,
-                         ids=[c[1].split()[-1] if "+" not in c[1] else c[1].split()[1] + "+miner"
-                              for c in PML_CASES])
+@pytest.mark.parametrize("loss, convention, impl, kwargs", PML_CASES, ids=[
+    "TripletMarginLoss+BatchHardMiner", "TripletMarginLoss", "ContrastiveLoss", "NPairsLoss",
+    "LiftedStructureLoss", "MultiSimilarityLoss", "MultiSimilarityLoss+MultiSimilarityMiner"])
 def test_pml_out_of_the_box_is_its_convention(pml, tmp_path, loss, convention, impl, kwargs):
   assert convention in spec(loss).conventions
   report = verify(lambda *a, **hp: impl(pml, *a, **hp), loss, "torch", save_dir=tmp_path, **kwargs)

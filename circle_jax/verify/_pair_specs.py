@@ -28,10 +28,15 @@ cosine 0 to everything, so its Euclidean distance to any unit vector is
 ``zero_vector`` axis of the distance-based losses tells the two apart; it only
 matters on the ``zero_vector`` problems.
 
-What the verifier cannot express (see each spec's ``conventions``): the
-random triplet sampling of ``TripletMarginLoss(triplets_per_anchor=k)``,
-miners other than batch-hard and multi-similarity, and distances other than
-L2, squared L2 and cosine.
+pytorch-metric-learning as used out of the box (default distance and reducer,
+a scalar) is a named convention of every loss here; NPairsLoss has no scale, so
+it is verified with ``hyperparameter_names={"scale": None}`` and settings at
+scale 1, and MultiSimilarityLoss without its miner with ``{"epsilon": None}``.
+Not expressed: the random triplets of ``TripletMarginLoss(triplets_per_anchor=k)``
+and its ``swap=True``; miners other than batch-hard and multi-similarity;
+ContrastiveLoss and LiftedStructureLoss with a similarity (CosineSimilarity)
+instead of LpDistance; reducers other than the default and MeanReducer
+(ThresholdReducer, PerAnchorReducer, ...); a separate ``ref_emb`` set.
 """
 
 from __future__ import annotations

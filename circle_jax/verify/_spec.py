@@ -41,7 +41,8 @@ class LossSpec:
     conventions: known implementations -> the axis values (reduction included)
       their documented use computes.
     angles: hyper-parameters that are angles (radians in circle_jax).
-    moot: predicates marking variants that duplicate others.
+    moot: predicates marking variants that duplicate others; they also see the
+      reduction (``v.get("reduction")``, None while the axes alone are enumerated).
     patterns: label patterns of the problems.
     float32_settings: settings also run in float32.
   """

@@ -280,6 +280,8 @@ def verify(
   scored = []
   for variant in spec.sound_variants():
     for reduction in reductions:
+      if any(f(_with_reduction(variant, reduction)) for f in spec.moot):
+        continue
       results = _results(ours, outcomes, variant, reduction)
       scored.append((_score(results), _with_reduction(variant, reduction), results))
   scored.sort(key=lambda t: t[0])

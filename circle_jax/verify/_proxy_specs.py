@@ -48,7 +48,7 @@ from circle_jax.verify._variants import Variant
 
 # The class-level patterns: every example has a target and C − 1 = 9 other
 # classes, so no_positive / no_negative add nothing that pk and mixed lack.
-PATTERNS = ("pk", "mixed", "zero_vector")
+CLASS_PATTERNS = ("pk", "mixed", "zero_vector")
 
 NORMALISE = Axis("normalise", ("both", "weights"), {
     "both": "embeddings and class weights are L2-normalised inside the loss",
@@ -79,6 +79,10 @@ PSI = Axis("psi", ("fallback", "easy_margin", "plain", "plain_no_grad"), {
     "plain_no_grad": "ψ = cos(θ + m) in value, but the gradient is that of cos θ: the margin is "
                      "added under no_grad (insightface arcface_torch CombinedMarginLoss)",
 })
+# A margin in degrees used as radians under the fallback rule makes ψ = cos θ + 10.5
+# (m = 28.6 rad for 0.5 rad; + 17.1 for 0.3 rad): every loss is below e^−400, torch
+# rounds it to 0, and no value comparison can name the cause. Under the other ψ
+# rules the defect is diagnosed.
 MARGIN_UNIT = Axis("margin_unit", ("as_given",), {
     "as_given": "the margin is used in the unit verify() passes it in (margin_unit)",
     "degrees_as_radians": "the margin arrives in degrees but is used as radians (180/π times too "
@@ -179,9 +183,9 @@ def _arcface_psi(s, margin, variant):
   # arccos enters the gradient (finite at |cos θ| = 1).
   theta = lax.stop_gradient(jnp.arccos(c))
   shifted = c * jnp.cos(margin) - _numerics.safe_sqrt(1.0 - jnp.square(c)) * jnp.sin(margin)
-  # θ + m ≤ π rather than insightface's cos θ > cos(π − m): the same for
-  # 0 ≤ m ≤ π, and what the code does when a margin in degrees is used as
-  # radians (m > π), as pytorch-metric-learning writes the rule.
+  # The rule as pytorch-metric-learning writes it, θ ≤ π − m; insightface's
+  # cos θ > cos(π − m) is the same for 0 ≤ m ≤ π but not for a margin in
+  # degrees used as radians (m > π).
   fallback = jnp.where(theta <= jnp.pi - margin, shifted, c - margin * jnp.sin(margin))
   return variant.pick("psi", fallback=fallback, easy_margin=jnp.where(c > 0, shifted, c),
                       plain=shifted, plain_no_grad=c + lax.stop_gradient(shifted - c))
@@ -197,7 +201,8 @@ def arcface_reference(x, labels, class_weights, params, variant):
 
 
 def _chebyshev(c, degree):
-  """T_degree(c) = cos(degree·θ) at c = cos θ, for a traced integer degree ≤ MAX_SPHEREFACE_MARGIN."""
+  """T_degree(c) = cos(degree·θ) at c = cos θ, for a traced integer degree (NaN above the
+  largest the reference evaluates, MAX_SPHEREFACE_MARGIN)."""
   terms = [jnp.ones_like(c), c]
   for _ in range(MAX_SPHEREFACE_MARGIN - 1):
     terms.append(2.0 * c * terms[-1] - terms[-2])
@@ -249,7 +254,7 @@ SOFTMAX = _spec.register(_spec.LossSpec(
         "Keras SparseCategoricalCrossentropy(from_logits=True)": dict(reduction="mean"),
         "circle_jax.softmax_loss (bias=None)": dict(reduction="none"),
     },
-    patterns=PATTERNS,
+    patterns=CLASS_PATTERNS,
     float32_settings=("linear",),
 ))
 
@@ -267,14 +272,14 @@ NORMFACE = _spec.register(_spec.LossSpec(
         **_pml("NormalizedSoftmaxLoss(temperature=1/γ)", normalise="both"),
         "circle_jax.normface_loss": dict(normalise="both", reduction="none"),
     },
-    patterns=PATTERNS,
+    patterns=CLASS_PATTERNS,
     float32_settings=("γ64",),
 ))
 
 COSFACE = _spec.register(_spec.LossSpec(
     name="cosface",
     kind="class",
-    function="circle_jax.cosface_loss (= am_softmax_loss)",
+    function="circle_jax.cosface_loss",
     hyperparameters=("margin", "gamma"),
     # The paper's (and pytorch-metric-learning's) m = 0.35; insightface's m = 0.4.
     settings={"paper": {"margin": 0.35, "gamma": 64.0},
@@ -287,9 +292,9 @@ COSFACE = _spec.register(_spec.LossSpec(
         **_pml("CosFaceLoss", normalise="both"),
         "insightface arcface_torch CombinedMarginLoss(m3=m) + CrossEntropyLoss": dict(
             normalise="both", reduction="mean"),
-        "circle_jax.cosface_loss": dict(normalise="both", reduction="none"),
+        "circle_jax.cosface_loss / am_softmax_loss": dict(normalise="both", reduction="none"),
     },
-    patterns=PATTERNS,
+    patterns=CLASS_PATTERNS,
     float32_settings=("paper",),
 ))
 
@@ -306,7 +311,7 @@ ARCFACE = _spec.register(_spec.LossSpec(
     default=Variant.of(normalise="both", psi="fallback", margin_on="target",
                        gamma_applied="once", margin_unit="as_given"),
     conventions={
-        **_pml("ArcFaceLoss (margin_unit='degrees')", normalise="both", psi="fallback"),
+        **_pml("ArcFaceLoss (margin in degrees)", normalise="both", psi="fallback"),
         "insightface ArcFace / ArcMarginProduct (th, mm) + CrossEntropyLoss": dict(
             normalise="both", psi="fallback", reduction="mean"),
         "insightface ArcMarginProduct(easy_margin=True) + CrossEntropyLoss": dict(
@@ -318,7 +323,7 @@ ARCFACE = _spec.register(_spec.LossSpec(
             normalise="both", psi="easy_margin", reduction="none"),
     },
     angles=("margin",),
-    patterns=PATTERNS,
+    patterns=CLASS_PATTERNS,
     float32_settings=("paper",),
 ))
 
@@ -340,6 +345,6 @@ SPHEREFACE = _spec.register(_spec.LossSpec(
         **_pml("SphereFaceLoss(scale=1)"),
         "circle_jax.sphereface_loss": dict(reduction="none"),
     },
-    patterns=PATTERNS,
+    patterns=CLASS_PATTERNS,
     float32_settings=("m4",),
 ))

@@ -27,7 +27,9 @@ LIBRARY = {
 }
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "static"))
+# Tiny problems: an unoptimised build compiles several times faster and runs as fast.
+@functools.partial(jax.jit, static_argnames=("loss", "static"),
+                   compiler_options={"xla_backend_optimization_level": 0})
 def _library_values_and_grads(x, y, w, params, cotangent, *, loss, static):
   values, vjp = jax.vjp(lambda x, w: LIBRARY[loss](x, y, w, dict(params, **dict(static))), x, w)
   return (values,) + vjp(cotangent)
@@ -54,18 +56,19 @@ def test_default_variant_is_the_library(loss):
   assert worst < 1e-12
 
 
-# --------------------------------------------------------------------------- pytorch-metric-learning
+# ------------------------------------------------------------------ pytorch-metric-learning
 
 
 def _pml_classifier(name, per_element=False, **fixed):
-  """A PML classifier loss on the given weights: ``W`` is our [D, C] leaf (class_weights_layout="DC")."""
+  """A PML classifier loss on the verifier's weights: ``W`` is its [D, C] leaf
+  (``class_weights_layout="DC"``), so the gradient lands on it."""
   def fn(x, y, w, **hyperparameters):
     from pytorch_metric_learning import losses, reducers
 
     kwargs = dict(reducer=reducers.DoNothingReducer()) if per_element else {}
     module = getattr(losses, name)(num_classes=w.shape[1], embedding_size=w.shape[0], **kwargs,
                                    **fixed, **hyperparameters)
-    del module.W  # a Parameter; its gradient must land on the verifier's tensor
+    del module.W  # a registered Parameter: only a plain attribute can hold a given tensor
     module.W = w
     out = module(x, y)
     return out["loss"]["losses"] if per_element else out
@@ -80,7 +83,7 @@ def _normalized_softmax(x, y, w, *, gamma):
 PML = {
     "cosface": ("CosFaceLoss", dict(fn=_pml_classifier("CosFaceLoss"),
                                     hyperparameter_names={"gamma": "scale"})),
-    "arcface": ("ArcFaceLoss (margin_unit='degrees') (DoNothingReducer)", dict(
+    "arcface": ("ArcFaceLoss (margin in degrees) (DoNothingReducer)", dict(
         fn=_pml_classifier("ArcFaceLoss", per_element=True), margin_unit="degrees",
         hyperparameter_names={"gamma": "scale"})),
     "normface": ("NormalizedSoftmaxLoss(temperature=1/γ)", dict(fn=_normalized_softmax)),
@@ -97,6 +100,7 @@ PML = {
 def test_names_pytorch_metric_learning(loss):
   pytest.importorskip("pytorch_metric_learning")
   convention, kwargs = PML[loss]
+  kwargs = dict(kwargs)
   r = cv.verify(kwargs.pop("fn"), loss, "torch", class_weights_layout="DC", **kwargs)
   assert r.ok, str(r)
   assert f"pytorch-metric-learning {convention}" in r.conventions, str(r)
@@ -105,6 +109,23 @@ def test_names_pytorch_metric_learning(loss):
   # batch with no zero loss, the three means are the same thing).
   for axis in (a.name for a in cv.spec(loss).axes):
     assert len({v[axis] for v in r.matches}) == 1, (axis, str(r))
+
+
+@pytest.mark.parametrize("loss, name, kwargs, defect", [
+    # PML's ArcFaceLoss takes degrees: verified without margin_unit="degrees".
+    ("arcface", "ArcFaceLoss", dict(hyperparameter_names={"gamma": "scale"}),
+     ("margin_unit", "radians_as_degrees")),
+    # L-Softmax is SphereFace without normalising W.
+    ("sphereface", "LargeMarginSoftmaxLoss", PML["sphereface"][1],
+     ("normalise", "neither")),
+])
+def test_pytorch_metric_learning_mix_ups(loss, name, kwargs, defect):
+  pytest.importorskip("pytorch_metric_learning")
+  kwargs = {k: v for k, v in kwargs.items() if k != "fn"}
+  fn = _pml_classifier(name, per_element=True, **({"scale": 1} if loss == "sphereface" else {}))
+  r = cv.verify(fn, loss, "torch", class_weights_layout="DC", **kwargs)
+  assert not r.ok
+  assert defect in [(d.axis, d.value) for d in r.diagnosis], str(r)
 
 
 # --------------------------------------------------------------------------- defects, in torch

@@ -17,6 +17,7 @@ is imported when it runs.
 
 from circle_jax.verify import _circle_specs  # noqa: F401  (registers the Circle losses)
 from circle_jax.verify import _pair_specs  # noqa: F401  (registers the pair-based baselines)
+from circle_jax.verify import _proxy_specs  # noqa: F401  (registers the class-level baselines)
 from circle_jax.verify._frameworks import FRAMEWORKS
 from circle_jax.verify._problems import Problem
 from circle_jax.verify._problems import load_problem

@@ -7,6 +7,10 @@ or not, softplus cut-off, reduction, ...), and names the variant that matches â€
 or the closest one and what is wrong. ``python -m circle_jax.verify
 impl.py:fn --loss pairwise_circle --framework torch`` prints the same report.
 
+Losses (:func:`losses` lists them): Circle loss pair-wise and class-level;
+softmax, NormFace, CosFace, ArcFace, SphereFace (class-level); batch-hard and
+batch-all triplet, contrastive, N-pair, lifted structure, multi-similarity.
+
 :func:`golden_cases` reads the shipped golden vectors (every loss under every
 sound variant, values and gradients) with numpy alone; see
 :mod:`circle_jax.verify.golden` for using them without circle_jax.

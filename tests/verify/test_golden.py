@@ -199,6 +199,8 @@ def _circle_jax_call(case):
   default = _spec.get(case.loss).default.as_dict()
   differs = {a for a in default if case.variant[a] != default[a]}
   kwargs = dict(case.hyperparameters)
+  if case.loss == "sphereface":  # its margin is an integer (a Chebyshev degree)
+    kwargs["margin"] = int(kwargs["margin"])
   if differs == {"alpha"} and case.variant["alpha"] == "differentiated":
     kwargs["grad_through_alpha"] = True
   elif differs:

@@ -80,9 +80,11 @@ PSI = Axis("psi", ("fallback", "easy_margin", "plain", "plain_no_grad"), {
                      "added under no_grad (insightface arcface_torch CombinedMarginLoss)",
 })
 # A margin in degrees used as radians under the fallback rule makes ψ = cos θ + 10.5
-# (m = 28.6 rad for 0.5 rad; + 17.1 for 0.3 rad): every loss is below e^−400, torch
-# rounds it to 0, and no value comparison can name the cause. Under the other ψ
-# rules the defect is diagnosed.
+# (m = 28.6 rad for 0.5 rad; + 17.1 for 0.3 rad): every loss is below e^−400 and a
+# framework may round it to 0. The verifier compares results below 1e-30
+# absolutely (`_verify.TINY`), so this is diagnosed too. The fallback is written
+# as θ + m ≤ π (pytorch-metric-learning); insightface's cos θ > cos(π − m) is the
+# same rule for m ≤ π and differs only once a unit mistake pushes m past π.
 MARGIN_UNIT = Axis("margin_unit", ("as_given",), {
     "as_given": "the margin is used in the unit verify() passes it in (margin_unit)",
     "degrees_as_radians": "the margin arrives in degrees but is used as radians (180/π times too "

@@ -165,7 +165,10 @@ def _arcface_degrees_as_radians(x, y, w, *, margin, gamma):
 
   cos = _cosines(x, w)
   theta = torch.acos(cos.clamp(-1, 1))
-  target = torch.cos(theta + margin)  # margin arrives in degrees: torch.deg2rad is missing
+  # The margin arrives in degrees: torch.deg2rad is missing. With the usual
+  # fallback past θ + m > π, every loss underflows (about e^−400).
+  fallback = cos - margin * torch.sin(torch.tensor(margin, dtype=cos.dtype))
+  target = torch.where(theta + margin <= torch.pi, torch.cos(theta + margin), fallback)
   logits = gamma * torch.where(F.one_hot(y, w.shape[0]).bool(), target, cos)
   return F.cross_entropy(logits, y, reduction="none")
 

@@ -166,6 +166,9 @@ def save_problem(path, problem: Problem, **arrays) -> None:
       cotangent=problem.cotangent,
       hyperparameter_names=np.array(list(problem.hyperparameters)),
       hyperparameter_values=np.array(list(problem.hyperparameters.values()), np.float64),
+      # Integers stay integers (SphereFace's margin is a Chebyshev degree).
+      hyperparameter_is_int=np.array([isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                      for v in problem.hyperparameters.values()], bool),
       dtype=problem.dtype,
       setting=problem.setting,
       **arrays,
@@ -186,8 +189,10 @@ def load_problem(path) -> Problem:
     ('pk/face/float64', True, {'margin': 0.25, 'gamma': 256.0})
   """
   with np.load(path, allow_pickle=False) as f:
-    params = dict(zip((str(n) for n in f["hyperparameter_names"]),
-                      (float(v) for v in f["hyperparameter_values"])))
+    is_int = (f["hyperparameter_is_int"] if "hyperparameter_is_int" in f.files
+              else np.zeros(len(f["hyperparameter_values"]), bool))
+    params = {str(n): int(v) if i else float(v) for n, v, i in
+              zip(f["hyperparameter_names"], f["hyperparameter_values"], is_int)}
     return Problem(
         name=str(f["name"]), pattern=str(f["pattern"]), embeddings=f["embeddings"],
         labels=f["labels"], class_weights=f["class_weights"], cotangent=f["cotangent"],

@@ -43,25 +43,34 @@ def batch(rng, size, dim, pattern):
   return jnp.asarray(x), jnp.asarray(labels_with_pattern(rng, size, pattern))
 
 
-@pytest.mark.parametrize("pattern", PATTERNS)
-@pytest.mark.parametrize("margin,gamma", SETTINGS)
 @pytest.mark.parametrize("through_alpha", [False, True])
 @pytest.mark.parametrize("chunk_size", [None, 1, 3, 7])  # 7: a padded last tile
-def test_equals_autodiff_of_the_similarity_sets(x64, rng, pattern, margin, gamma,
-                                                through_alpha, chunk_size):
-  x, y = batch(rng, 12, 5, pattern)
-  weights = jnp.asarray(rng.uniform(0.5, 2.0, size=12))  # an arbitrary cotangent
-  margin, gamma = jnp.float64(margin), jnp.float64(gamma)
-  got = value_and_grads(
-      lambda e, m, g: pairwise_circle_loss(e, y, margin=m, gamma=g, chunk_size=chunk_size,
-                                           grad_through_alpha=through_alpha),
-      x, margin, gamma, weights)
-  want = value_and_grads(lambda e, m, g: reference(e, y, margin=m, gamma=g, grad_through_alpha=through_alpha),
-                         x, margin, gamma, weights)
-  np.testing.assert_allclose(got[0], want[0], rtol=1e-10, atol=1e-10)
-  for g, w, name in zip(got[1], want[1], ("embeddings", "margin", "gamma")):
-    np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10, err_msg=name)
-  np.testing.assert_array_equal(got[1][0][0], 0.0)  # the zero vector
+def test_equals_autodiff_of_the_similarity_sets(x64, through_alpha, chunk_size):
+  # Every mask pattern and (m, γ) setting runs through one compiled program per
+  # option: m, γ and the labels are arguments, so only the static options
+  # (chunk size, α gradient) need a program of their own.
+  def both(x, y, margin, gamma, weights):
+    got = value_and_grads(
+        lambda e, m, g: pairwise_circle_loss(e, y, margin=m, gamma=g, chunk_size=chunk_size,
+                                             grad_through_alpha=through_alpha),
+        x, margin, gamma, weights)
+    want = value_and_grads(
+        lambda e, m, g: reference(e, y, margin=m, gamma=g, grad_through_alpha=through_alpha),
+        x, margin, gamma, weights)
+    return got, want
+
+  both = jax.jit(both)
+  for pattern in PATTERNS:
+    for margin, gamma in SETTINGS:
+      case = f"pattern={pattern}, margin={margin}, gamma={gamma}"
+      rng = np.random.default_rng(0)  # the same draws for every case
+      x, y = batch(rng, 12, 5, pattern)
+      weights = jnp.asarray(rng.uniform(0.5, 2.0, size=12))  # an arbitrary cotangent
+      got, want = both(x, y, jnp.float64(margin), jnp.float64(gamma), weights)
+      np.testing.assert_allclose(got[0], want[0], rtol=1e-10, atol=1e-10, err_msg=case)
+      for g, w, name in zip(got[1], want[1], ("embeddings", "margin", "gamma")):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10, err_msg=f"{case}: {name}")
+      np.testing.assert_array_equal(got[1][0][0], 0.0, err_msg=case)  # the zero vector
 
 
 @pytest.mark.parametrize("through_alpha", [False, True])

@@ -82,14 +82,9 @@ PAIR_MEMBERS = [
 ]
 
 
-# "map" is checked against "vmap" in test_strategies_agree_on_train_and_embed_steps;
-# running it here as well costs minutes of CPU (XLA:CPU loops its convolutions).
-@pytest.mark.parametrize("strategy", ["vmap", "unroll"])
-@pytest.mark.parametrize("members, num_classes, batch_axis", [
-    (CLASS_MEMBERS, 4, 0),       # loss choice by lax.switch, α gradient on/off, own batches
-    (PAIR_MEMBERS, 0, None),     # pair-wise losses on one shared batch
-])
-def test_member_i_equals_a_separate_run(members, num_classes, batch_axis, strategy):
+def _check_against_separate_runs(members, num_classes, batch_axis, strategy, refs):
+  """STEPS ablation steps under ``strategy``, each member checked against the
+  separate reference steps ``refs``; the final stacked state and metrics."""
   images, labels = _batches(len(members))
   if batch_axis is None:
     images, labels = images[:, 0], labels[:, 0]
@@ -103,7 +98,6 @@ def test_member_i_equals_a_separate_run(members, num_classes, batch_axis, strate
     for a, b in zip(jax.tree.leaves(training.unstack_state(state, i)), jax.tree.leaves(separate)):
       np.testing.assert_array_equal(a, b)
   step = training.jit_ablation_step(ab, batch_axis=batch_axis, member_strategy=strategy)
-  refs = [_reference_step(m, num_classes) for m in members]
   separate = [training.unstack_state(state, i) for i in range(len(members))]
   for t in range(STEPS):
     before = [training.unstack_state(state, i) for i in range(len(members))]
@@ -127,6 +121,17 @@ def test_member_i_equals_a_separate_run(members, num_classes, batch_axis, strate
   w = state.params["backbone"]["head"]["fc"]["kernel"]
   for i in range(1, len(members)):
     assert float(jnp.abs(w[i] - w[0]).max()) > 1e-4, i
+  return state, metrics
+
+
+# "map" is checked against "vmap" in test_class_members_under_every_strategy;
+# running it here as well costs minutes of CPU (XLA:CPU loops its convolutions).
+@pytest.mark.parametrize("strategy", ["vmap", "unroll"])
+def test_member_i_equals_a_separate_run(strategy):
+  # Pair-wise losses on one shared batch (the class-level members, each on its
+  # own batch, are checked in test_class_members_under_every_strategy).
+  refs = [_reference_step(m, 0) for m in PAIR_MEMBERS]
+  _check_against_separate_runs(PAIR_MEMBERS, 0, None, strategy, refs)
 
 
 def test_alpha_gradient_switch_changes_training_but_not_the_first_loss():
@@ -235,19 +240,29 @@ def test_unchosen_branch_runs_at_its_own_defaults():
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-6 * float(jnp.abs(ref_grad).max()))
 
 
-def test_strategies_agree_on_train_and_embed_steps():
-  # The same step under every strategy, from the same state: metrics and states
-  # to float32 rounding (measured ≤ 2e-6 relative), and the embeddings of every
-  # member equal embed_step on that member (measured: bitwise for "unroll" and
-  # "map", 1e-7 relative for "vmap").
+def test_class_members_under_every_strategy():
+  # Class-level members, each on its own batch (loss choice by lax.switch, α
+  # gradient on/off): under "vmap" and "unroll" member i equals a separate run
+  # step by step; every strategy's steps are compiled once and also compared
+  # with each other below.
+  #
+  # The strategies agree from the same state: metrics and states to float32
+  # rounding (measured ≤ 2e-6 relative), and the embeddings of every member
+  # equal embed_step on that member (measured: bitwise for "unroll" and "map",
+  # 1e-7 relative for "vmap").
   images, labels = _batches(len(CLASS_MEMBERS))
   ab = training.make_ablation(CLASS_MEMBERS)
+  refs = [_reference_step(m, 4) for m in CLASS_MEMBERS]
   results = {}
   for strategy in STRATEGIES:
-    state, _, keys = _stacked(ab.size, 4)
-    step = training.jit_ablation_step(ab, member_strategy=strategy)
-    for t in range(STEPS):
-      state, metrics = step(state, {"image": images[t], "label": labels[t]}, keys)
+    if strategy == "map":
+      # Not step by step against the separate runs: against "vmap" (below) only.
+      state, _, keys = _stacked(ab.size, 4)
+      step = training.jit_ablation_step(ab, member_strategy=strategy)
+      for t in range(STEPS):
+        state, metrics = step(state, {"image": images[t], "label": labels[t]}, keys)
+    else:
+      state, metrics = _check_against_separate_runs(CLASS_MEMBERS, 4, 0, strategy, refs)
     embed = jax.jit(lambda s, x, strategy=strategy: training.ablation_embed_step(
         s, x, member_strategy=strategy))
     results[strategy] = state, metrics, embed(state, jnp.asarray(images[0, 0]))

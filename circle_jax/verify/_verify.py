@@ -86,12 +86,11 @@ class _Ours:
       p = self.problems[k]
       weights = reduction_weights(reduction, self.per_example(k, variant), self.spec.valid(p),
                                   p.cotangent)
-      self._cache[key] = self._call(k, variant, weights)
+      values, gx, gw = self._call(k, variant, weights)
+      if reduction != "none":  # the reduced scalar Σ c_b·L_b, with the cotangent's weights
+        values = np.asarray(np.dot(weights, values))
+      self._cache[key] = values, gx, gw
     values, gx, gw = self._cache[key]
-    if reduction != "none":
-      weights = reduction_weights(reduction, values, self.spec.valid(self.problems[k]),
-                                  self.problems[k].cotangent)
-      values = np.asarray(np.dot(weights, values))
     grads = {"embeddings": gx}
     if self.spec.kind == "class":
       grads["class_weights"] = gw

@@ -10,6 +10,7 @@ import pytest
 
 from circle_jax import training
 from experiments import train
+from experiments.configs import class_disjoint
 from experiments.configs import closed_set
 from experiments.configs import default
 
@@ -17,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def tiny_config(**overrides):
-  c = default.get_config()
+  # The class-disjoint setup: the model-axis test counts its 5 training classes.
+  c = class_disjoint.get_config()
   c.num_devices = 1
   c.num_steps = 6
   c.log_every = 1
@@ -161,7 +163,7 @@ def test_class_proxies_on_a_model_axis_train_like_one_device(tmp_path, capsys):
     ],
 )
 def test_broken_configs_name_the_field(mutate, match):
-  c = default.get_config()
+  c = class_disjoint.get_config()  # the messages name its 5 classes and P × K
   mutate(c)
   with pytest.raises(train.ConfigError, match=match):
     train.validate_config(c)
@@ -169,11 +171,11 @@ def test_broken_configs_name_the_field(mutate, match):
 
 def test_wrong_types_name_the_field():
   import ml_collections
-  c = ml_collections.ConfigDict(default.get_config().to_dict(), type_safe=False)
+  c = ml_collections.ConfigDict(class_disjoint.get_config().to_dict(), type_safe=False)
   c.num_steps = "ten"
   with pytest.raises(train.ConfigError, match=r"config.num_steps: expected int, got str 'ten'"):
     train.validate_config(c)
-  c = ml_collections.ConfigDict(default.get_config().to_dict(), type_safe=False)
+  c = ml_collections.ConfigDict(class_disjoint.get_config().to_dict(), type_safe=False)
   c.distributed = 1
   with pytest.raises(train.ConfigError, match=r"config.distributed: expected bool"):
     train.validate_config(c)
@@ -183,7 +185,7 @@ def test_devices_must_split_evenly_over_the_processes(monkeypatch):
   # Every process holds an equal share of the mesh (one left out would wait
   # forever in the first collective).
   monkeypatch.setattr(jax, "process_count", lambda: 3)
-  c = default.get_config()
+  c = class_disjoint.get_config()
   c.num_devices = 4
   with pytest.raises(train.ConfigError, match=r"config.num_devices: 4 devices do not split "
                                               r"evenly over the 3 processes"):
@@ -307,7 +309,7 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_one(tm
   assert redone[-1]["event"] == "eval"
 
 
-@pytest.mark.parametrize("name", ["default", "circle_class", "triplet", "multi_similarity",
+@pytest.mark.parametrize("name", ["class_disjoint", "circle_class", "triplet", "multi_similarity",
                                   "am_softmax", "arcface"])
 def test_closed_set_protocol_applies_to_every_loss_config(name):
   # What compare_losses --protocol=closed_set runs.

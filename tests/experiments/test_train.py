@@ -33,23 +33,23 @@ def tiny_config(**overrides):
   return c
 
 
-def test_short_run_on_the_bundled_digits_beats_raw_pixels(tmp_path, capsys):
-  # The closed-set split (experiments/configs/closed_set.py): retrieval of held-out
-  # images of the training classes. (On the default class-disjoint split five
-  # training classes are too few to beat raw pixels; the README gives both.)
-  c = closed_set.get_config()
+def test_the_default_run_beats_raw_pixels(tmp_path, capsys):
+  # The README's main command as shipped (experiments/configs/default.py: the
+  # closed-set split, 150 steps, seed 0) on one device, as on a plain CPU. The
+  # first run has to show the loss learning; on the class-disjoint split
+  # (class_disjoint.py) five training classes are too few to beat raw pixels.
+  c = default.get_config()
+  assert c.data.split == "by_image" and c.num_steps == 150 and c.seed == 0
   c.num_devices = 1
-  c.num_steps = 120
-  c.log_every = 30
-  c.checkpoint_every = 120
   result = train.train_and_evaluate(c, str(tmp_path / "run"))
   out = capsys.readouterr().out
   assert "raw pixels" in out and "circle_pair" in out and "R@8" in out
   assert "held-out images of the classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in out
   records = training.read_jsonl(tmp_path / "run" / "metrics.jsonl")
-  assert [r["step"] for r in records if "loss" in r] == [30, 60, 90, 120]
+  assert [r["step"] for r in records if "loss" in r] == list(range(10, 151, 10))
   assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
-  # Measured: 0.958 against 0.940 for raw pixels; a point of margin is asked for.
+  # Measured: 0.9608 against 0.9396 for raw pixels (seeds 1 and 2: 0.9620,
+  # 0.9624); a point of margin is asked for.
   assert result["recall"][1] > result["raw_pixels"][1] + 0.01
   assert records[-1]["event"] == "eval" and records[-1]["recall@1"] == result["recall"][1]
 

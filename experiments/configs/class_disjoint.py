@@ -21,7 +21,10 @@ paper's values stay. P = 5 is every training class. 100 steps: longer runs fit
 digits 0–4 better and retrieve the unseen 5–9 worse. Five training classes are
 too few for the embedding to beat raw pixels on five unseen ones.
 
-Runtime and Recall@K on 2 CPU cores: the README's "Training" section.
+Runtime: 30–34 s wall on 2 CPU cores (seeds 0–2, ``time`` around the
+command). Result (seed 0): R@1/2/4/8 = 95.60 / 97.24 / 98.56 / 99.08 % (raw
+pixels: 96.68 / 98.20 / 98.92 / 99.36 %); R@1 over seeds 0, 1, 2: 95.32 ±
+0.42 %, below raw pixels.
 """
 
 import ml_collections

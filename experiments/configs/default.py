@@ -13,7 +13,7 @@ Command, from the repository root:
 The class-disjoint protocol (train on digits 0–4, retrieve the unseen 5–9, as
 in fine-grained retrieval) is the same command with
 ``--config experiments/configs/class_disjoint.py``; there the embedding does
-not beat raw pixels (README, "Training").
+not beat raw pixels (R@1 95.32 ± 0.42 % over seeds 0–2 against 96.68 %).
 
 Override any field, e.g. ``--config.loss.gamma=256 --config.num_steps=300``.
 

@@ -1,4 +1,4 @@
-r"""Trains the default setup with each loss and prints one Recall@K table.
+r"""Trains the class-disjoint digits setup with each loss and prints one Recall@K table.
 
 Command, from the repository root:
 
@@ -27,7 +27,7 @@ from experiments.configs import closed_set
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Parent directory of the per-loss runs.")
-flags.DEFINE_list("configs", ["default", "circle_class", "triplet", "multi_similarity",
+flags.DEFINE_list("configs", ["class_disjoint", "circle_class", "triplet", "multi_similarity",
                               "am_softmax", "arcface"],
                   "Config modules under experiments/configs.")
 flags.DEFINE_enum("protocol", "class_disjoint", ["class_disjoint", "closed_set"],
@@ -35,7 +35,7 @@ flags.DEFINE_enum("protocol", "class_disjoint", ["class_disjoint", "closed_set"]
                   "closed_set: the setup of experiments/configs/closed_set.py.")
 flags.mark_flag_as_required("workdir")
 
-_NAMES = {"default": "Circle pair-wise", "circle_class": "Circle class-level",
+_NAMES = {"class_disjoint": "Circle pair-wise", "circle_class": "Circle class-level",
           "triplet": "Triplet (batch-hard)", "multi_similarity": "Multi-similarity",
           "am_softmax": "AM-Softmax", "arcface": "ArcFace"}
 

@@ -1,6 +1,6 @@
 r"""An ablation as one program: Circle loss (class-level) over γ and m, on the bundled digits.
 
-The setup of ``experiments/configs/circle_class.py`` (itself the default digits
+The setup of ``experiments/configs/circle_class.py`` (itself the class-disjoint digits
 setup with class-level Circle loss); eight members: γ ∈ {32, 64, 128, 256, 512,
 1024} at m = 0.25, and m ∈ {0, 0.1} at γ = 256. All eight train as one
 program, then one after another for the timing comparison.

@@ -1,6 +1,7 @@
 r"""ArcFace, γ = 64, m = 0.5 (the paper's baseline), on the bundled digits.
 
-The default setup (experiments/configs/default.py) with only the loss changed.
+The class-disjoint digits setup (experiments/configs/class_disjoint.py) with only
+the loss changed.
 Command, from the repository root:
 
   python -m experiments.main --config experiments/configs/arcface.py --workdir /tmp/arcface
@@ -10,11 +11,11 @@ Runtime and Recall@K on 2 CPU cores: the README's "Training" table.
 
 import ml_collections
 
-from experiments.configs import default
+from experiments.configs import class_disjoint
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = default.get_config()
+  config = class_disjoint.get_config()
   config.loss = ml_collections.ConfigDict()
   config.loss.name = "arcface"
   config.loss.gamma = 64.0

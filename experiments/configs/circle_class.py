@@ -1,6 +1,7 @@
 r"""Circle, class-level labels (proxies), γ = 256, m = 0.25 (paper's face setting), on the bundled digits.
 
-The default setup (experiments/configs/default.py) with only the loss changed.
+The class-disjoint digits setup (experiments/configs/class_disjoint.py) with only
+the loss changed.
 Command, from the repository root:
 
   python -m experiments.main --config experiments/configs/circle_class.py --workdir /tmp/circle_class
@@ -10,11 +11,11 @@ Runtime and Recall@K on 2 CPU cores: the README's "Training" table.
 
 import ml_collections
 
-from experiments.configs import default
+from experiments.configs import class_disjoint
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = default.get_config()
+  config = class_disjoint.get_config()
   config.loss = ml_collections.ConfigDict()
   config.loss.name = "circle_class"
   config.loss.gamma = 256.0

@@ -1,6 +1,7 @@
 r"""Multi-similarity loss (α = 2, β = 50, λ = 0.5, ε = 0.1), on the bundled digits.
 
-The default setup (experiments/configs/default.py) with only the loss changed.
+The class-disjoint digits setup (experiments/configs/class_disjoint.py) with only
+the loss changed.
 Command, from the repository root:
 
   python -m experiments.main --config experiments/configs/multi_similarity.py --workdir /tmp/multi_similarity
@@ -10,11 +11,11 @@ Runtime and Recall@K on 2 CPU cores: the README's "Training" table.
 
 import ml_collections
 
-from experiments.configs import default
+from experiments.configs import class_disjoint
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = default.get_config()
+  config = class_disjoint.get_config()
   config.loss = ml_collections.ConfigDict()
   config.loss.name = "multi_similarity"
   config.loss.alpha = 2.0

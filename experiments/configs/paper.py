@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs import default
+from experiments.configs import class_disjoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -79,7 +79,7 @@ def _local_run(config, steps: int = 8) -> None:
 def face(loss_name: str, arg: str | None, **hparams) -> ml_collections.ConfigDict:
   """Face recognition (§4.1): class-level labels, 112×112, 512-d, SGD 0.1 ÷10 at 50/70/90 %."""
   variant, local = parse_arg(arg, ("r34", "r100"), "r34")
-  config = default.get_config()
+  config = class_disjoint.get_config()
   config.num_steps = 182_000
   config.log_every = 100
   config.checkpoint_every = 5_000
@@ -126,7 +126,7 @@ def face(loss_name: str, arg: str | None, **hparams) -> ml_collections.ConfigDic
 def reid(loss_name: str, arg: str | None, **hparams) -> ml_collections.ConfigDict:
   """Person re-ID (§4.1): ResNet-50, class-level labels, 256×128, ImageNet-pretrained backbone."""
   variant, local = parse_arg(arg, ("market1501", "msmt17"), "market1501")
-  config = default.get_config()
+  config = class_disjoint.get_config()
   # About 120 epochs of Market-1501 (12,936 images) at 64 per batch.
   config.num_steps = 24_000 if variant == "market1501" else 60_000
   config.log_every = 100
@@ -167,7 +167,7 @@ def reid(loss_name: str, arg: str | None, **hparams) -> ml_collections.ConfigDic
 def fine_grained(loss_name: str, arg: str | None, **hparams) -> ml_collections.ConfigDict:
   """Fine-grained retrieval (§4.1): pair-wise labels, P×K = 16×5, 512-d, 224×224 crops."""
   variant, local = parse_arg(arg, ("cub200", "cars196", "sop"), "cub200")
-  config = default.get_config()
+  config = class_disjoint.get_config()
   config.num_steps = {"cub200": 5_000, "cars196": 8_000, "sop": 40_000}[variant]
   config.log_every = 100
   config.checkpoint_every = 1_000

@@ -21,12 +21,12 @@ import pytest
 
 from circle_jax import training
 from experiments import train
-from experiments.configs import default
+from experiments.configs import class_disjoint
 from experiments.configs import face_circle
 from tests.data import fake_datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# The default digits run, shortened. (A smaller CNN would be quicker, but its
+# The class-disjoint digits run, shortened. (A smaller CNN would be quicker, but its
 # training is chaotic enough that 1 and 8 devices of one process part after a
 # few steps; on this one they agree to ~1e-6.)
 DIGITS = {"num_steps": 20, "log_every": 5, "checkpoint_every": 5, "max_checkpoints": 2,
@@ -128,14 +128,15 @@ def _untimed(records):
 def digits_two_processes(tmp_path_factory):
   """The digits run as 2 processes × 4 devices, uninterrupted."""
   workdir = tmp_path_factory.mktemp("mp") / "two"
-  _run(workdir, 2, 4, "experiments/configs/default.py", DIGITS)
+  _run(workdir, 2, 4, "experiments/configs/class_disjoint.py", DIGITS)
   return workdir
 
 
 def test_two_processes_train_and_evaluate_like_one_process(digits_two_processes, tmp_path,
                                                            capsys):
   two = digits_two_processes
-  one = train.train_and_evaluate(_config(default, **DIGITS, num_devices=8), str(tmp_path / "one"))
+  one = train.train_and_evaluate(_config(class_disjoint, **DIGITS, num_devices=8),
+                                 str(tmp_path / "one"))
   capsys.readouterr()
   # The same per-step losses, final parameters and Recall@K, to float32 summation order.
   assert sorted(_losses(two)) == [5, 10, 15, 20]
@@ -163,7 +164,7 @@ def test_two_processes_train_and_evaluate_like_one_process(digits_two_processes,
 
 def test_each_process_decodes_only_its_rows(digits_two_processes):
   stats = _input_stats(digits_two_processes, 2)
-  batch = 5 * 16                              # the default P × K
+  batch = 5 * 16                              # class_disjoint.py's P × K
   for s in stats:
     assert s["rows_per_batch"] == batch // 2
     assert s["train_images_decoded"] == DIGITS["num_steps"] * batch // 2
@@ -177,7 +178,7 @@ def test_killed_processes_resume_and_end_like_an_uninterrupted_run(digits_two_pr
                                                                    kill):
   expected = _records(digits_two_processes)
   workdir = tmp_path / "killed"
-  procs = _start(workdir, 2, 4, "experiments/configs/default.py", DIGITS)
+  procs = _start(workdir, 2, 4, "experiments/configs/class_disjoint.py", DIGITS)
   ckpt_dir = workdir / "checkpoints"
   deadline = time.time() + 300
   try:
@@ -207,7 +208,7 @@ def test_killed_processes_resume_and_end_like_an_uninterrupted_run(digits_two_pr
   saved = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
   assert saved and saved[-1] < DIGITS["num_steps"]
 
-  _run(workdir, 2, 4, "experiments/configs/default.py", DIGITS)
+  _run(workdir, 2, 4, "experiments/configs/class_disjoint.py", DIGITS)
   assert f"Resumed from the checkpoint of step {saved[-1]}" in _log(workdir, 0)
   after = _records(workdir)
   assert after[:len(before)] == before
@@ -244,7 +245,7 @@ def test_an_error_in_one_process_stops_every_process_promptly(tmp_path):
   workdir = tmp_path / "run"
   t = time.time()
   # num_devices=4 of the 2 × 4: two devices of each process make the mesh.
-  procs = _start(workdir, 2, 4, "experiments/configs/default.py",
+  procs = _start(workdir, 2, 4, "experiments/configs/class_disjoint.py",
                  {**DIGITS, "num_steps": 10, "num_devices": 4}, script=str(script))
   try:
     for p in procs:

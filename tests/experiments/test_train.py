@@ -10,6 +10,7 @@ import pytest
 
 from circle_jax import training
 from experiments import train
+from experiments.configs import class_disjoint
 from experiments.configs import closed_set
 from experiments.configs import default
 
@@ -17,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def tiny_config(**overrides):
-  c = default.get_config()
+  # The class-disjoint setup: the model-axis test counts its 5 training classes.
+  c = class_disjoint.get_config()
   c.num_devices = 1
   c.num_steps = 6
   c.log_every = 1
@@ -31,23 +33,23 @@ def tiny_config(**overrides):
   return c
 
 
-def test_short_run_on_the_bundled_digits_beats_raw_pixels(tmp_path, capsys):
-  # The closed-set split (experiments/configs/closed_set.py): retrieval of held-out
-  # images of the training classes. (On the default class-disjoint split five
-  # training classes are too few to beat raw pixels; the README gives both.)
-  c = closed_set.get_config()
+def test_the_default_run_beats_raw_pixels(tmp_path, capsys):
+  # The README's main command as shipped (experiments/configs/default.py: the
+  # closed-set split, 150 steps, seed 0) on one device, as on a plain CPU. The
+  # first run has to show the loss learning; on the class-disjoint split
+  # (class_disjoint.py) five training classes are too few to beat raw pixels.
+  c = default.get_config()
+  assert c.data.split == "by_image" and c.num_steps == 150 and c.seed == 0
   c.num_devices = 1
-  c.num_steps = 120
-  c.log_every = 30
-  c.checkpoint_every = 120
   result = train.train_and_evaluate(c, str(tmp_path / "run"))
   out = capsys.readouterr().out
   assert "raw pixels" in out and "circle_pair" in out and "R@8" in out
   assert "held-out images of the classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in out
   records = training.read_jsonl(tmp_path / "run" / "metrics.jsonl")
-  assert [r["step"] for r in records if "loss" in r] == [30, 60, 90, 120]
+  assert [r["step"] for r in records if "loss" in r] == list(range(10, 151, 10))
   assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
-  # Measured: 0.958 against 0.940 for raw pixels; a point of margin is asked for.
+  # Measured: 0.9608 against 0.9396 for raw pixels (seeds 1 and 2: 0.9620,
+  # 0.9624); a point of margin is asked for.
   assert result["recall"][1] > result["raw_pixels"][1] + 0.01
   assert records[-1]["event"] == "eval" and records[-1]["recall@1"] == result["recall"][1]
 
@@ -161,7 +163,7 @@ def test_class_proxies_on_a_model_axis_train_like_one_device(tmp_path, capsys):
     ],
 )
 def test_broken_configs_name_the_field(mutate, match):
-  c = default.get_config()
+  c = class_disjoint.get_config()  # the messages name its 5 classes and P × K
   mutate(c)
   with pytest.raises(train.ConfigError, match=match):
     train.validate_config(c)
@@ -169,11 +171,11 @@ def test_broken_configs_name_the_field(mutate, match):
 
 def test_wrong_types_name_the_field():
   import ml_collections
-  c = ml_collections.ConfigDict(default.get_config().to_dict(), type_safe=False)
+  c = ml_collections.ConfigDict(class_disjoint.get_config().to_dict(), type_safe=False)
   c.num_steps = "ten"
   with pytest.raises(train.ConfigError, match=r"config.num_steps: expected int, got str 'ten'"):
     train.validate_config(c)
-  c = ml_collections.ConfigDict(default.get_config().to_dict(), type_safe=False)
+  c = ml_collections.ConfigDict(class_disjoint.get_config().to_dict(), type_safe=False)
   c.distributed = 1
   with pytest.raises(train.ConfigError, match=r"config.distributed: expected bool"):
     train.validate_config(c)
@@ -183,7 +185,7 @@ def test_devices_must_split_evenly_over_the_processes(monkeypatch):
   # Every process holds an equal share of the mesh (one left out would wait
   # forever in the first collective).
   monkeypatch.setattr(jax, "process_count", lambda: 3)
-  c = default.get_config()
+  c = class_disjoint.get_config()
   c.num_devices = 4
   with pytest.raises(train.ConfigError, match=r"config.num_devices: 4 devices do not split "
                                               r"evenly over the 3 processes"):
@@ -307,7 +309,7 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_one(tm
   assert redone[-1]["event"] == "eval"
 
 
-@pytest.mark.parametrize("name", ["default", "circle_class", "triplet", "multi_similarity",
+@pytest.mark.parametrize("name", ["class_disjoint", "circle_class", "triplet", "multi_similarity",
                                   "am_softmax", "arcface"])
 def test_closed_set_protocol_applies_to_every_loss_config(name):
   # What compare_losses --protocol=closed_set runs.

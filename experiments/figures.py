@@ -6,8 +6,9 @@ r"""The paper's Figures 1–5, redrawn on the bundled digits, as PNG files.
   autodiff of the unified loss (Eq. 1, K = L = 1) and the closed-form Circle
   gradients of :func:`circle_jax.circle_loss_grads` (Eq. 9–10).
 * ``fig3_robustness.png`` (Fig. 3): Recall@1 of the unseen digits against γ and
-  against m for class-level Circle, AM-Softmax and ArcFace, one
-  ablation per loss (:mod:`experiments.ablate`).
+  against m for class-level Circle, AM-Softmax and ArcFace, mean ± std over
+  three seeds, one ablation program per loss (:mod:`experiments.grid`, the
+  seed an axis of the grid).
 * ``fig4_similarity.png`` (Fig. 4): mean s_p and s_n over training, Circle vs
   AM-Softmax.
 * ``fig5_convergence.png`` (Fig. 5): where (s_n, s_p) pairs cross their
@@ -26,9 +27,9 @@ the Fig. 5 margins come from here. Command, from the repository root:
 
   python -m experiments.figures --out docs/figures
 
-``--tiny`` is a smoke run (3 steps, a tiny model, two grid points);
-``--only fig3`` draws some of the figures; ``--fig3_steps`` shortens the 36
-Fig. 3 runs. The numbers are also written to ``figures.json`` in ``--out``.
+``--tiny`` is a smoke run (3 steps, a tiny model, two grid points, two seeds);
+``--only fig3`` draws some of the figures; ``--fig3_steps`` shortens the
+Fig. 3 runs (36 settings × ``--fig3_seeds``). The numbers are also written to ``figures.json`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import numpy as np  # noqa: E402
 
 import circle_jax as cj  # noqa: E402
 from circle_jax import training  # noqa: E402
-from experiments import ablate  # noqa: E402
+from experiments import grid  # noqa: E402
 from experiments.configs import ablate as ablate_config  # noqa: E402
 from experiments.configs import am_softmax as am_config  # noqa: E402
 from experiments.configs import arcface as arc_config  # noqa: E402
@@ -164,18 +165,21 @@ def _tiny(config):
   return config
 
 
-def _ablation_config(loss: str, tiny: bool, gammas, margins, steps: int = 0):
+def _ablation_config(loss: str, tiny: bool, gammas, margins, steps: int = 0, seeds=(0,)):
   config = _LOSS_CONFIGS[loss].get_config()
   if steps:
     config.num_steps = steps
   config.ablation = ablate_config.ablation_section()
   config.ablation.gammas, config.ablation.margins = tuple(gammas), tuple(margins)
+  config.ablation.seeds = tuple(seeds)
   config.num_devices = 1
   return _tiny(config) if tiny else config
 
 
-def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, say=print) -> dict:
-  """R@1 against γ (at each loss's m) and against m (at its γ), one ablation program per loss.
+def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, seeds=(0, 1, 2),
+                   say=print) -> dict:
+  """R@1 against γ (at each loss's m) and against m (at its γ), mean ± std over ``seeds``;
+  one ablation program per loss, its members every (γ, m) × seed.
 
   ``steps`` overrides the configs' ``num_steps`` (0: keep them).
   """
@@ -183,36 +187,44 @@ def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, say=print) 
   margins = (-0.2, 0.3) if tiny else MARGINS
   results = {}
   for loss in _LOSS_CONFIGS:
-    config = _ablation_config(loss, tiny, gammas, margins, steps)
-    members = ablate.members_from_config(config)
-    setup = ablate.make_setup(config, members)
-    say(f"Fig. 3: {_LABELS[loss]}, {len(members)} members, {config.num_steps} steps", flush=True)
-    out = ablate.run_grid(setup, members, say=say, nonfinite="mark")
+    config = _ablation_config(loss, tiny, gammas, margins, steps, seeds)
+    members, member_seeds = grid.grid_from_config(config)
+    setup = grid.make_setup(config, members, member_seeds)
+    say(f"Fig. 3: {_LABELS[loss]}, {len(members)} members ({len(seeds)} seeds), "
+        f"{config.num_steps} steps", flush=True)
+    out = grid.run_grid(setup, say=say, nonfinite="mark")
     base = {k: float(config.loss[k]) for k in ("gamma", "margin")}
-    rows = [{"gamma": m.hparams["gamma"], "margin": m.hparams["margin"],
-             "recall@1": r[1], "final_loss": f}
-            for m, r, f in zip(members, out["recall"], out["final_loss"])]
+    by_point: dict[tuple, list] = {}
+    for m, r in zip(members, out["metrics"]):
+      by_point.setdefault((m.hparams["gamma"], m.hparams["margin"]), []).append(r["recall@1"])
+    # A setting that diverged for any seed is a diverged setting (NaN mean).
+    rows = [{"gamma": g, "margin": mm, "recall@1": float(np.mean(v)),
+             "recall@1_std": float(np.std(v)), "recall@1_per_seed": v}
+            for (g, mm), v in by_point.items()]
     results[loss] = {"base": base, "rows": rows, "seconds": out["seconds"],
-                     "num_steps": config.num_steps,
+                     "num_steps": config.num_steps, "seeds": list(seeds),
                      "gammas": list(gammas), "margins": list(margins)}
     say(f"  {len(members)} members in {out['seconds']:.1f} s", flush=True)
   fig, (ax_g, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
   for loss, res in results.items():
     base = res["base"]
-    by_g = [(r["gamma"], r["recall@1"]) for r in res["rows"] if r["margin"] == base["margin"]]
-    by_m = [(r["margin"], r["recall@1"]) for r in res["rows"] if r["gamma"] == base["gamma"]]
+    by_g = [(r["gamma"], r["recall@1"], r["recall@1_std"]) for r in res["rows"]
+            if r["margin"] == base["margin"]]
+    by_m = [(r["margin"], r["recall@1"], r["recall@1_std"]) for r in res["rows"]
+            if r["gamma"] == base["gamma"]]
     for ax, pts, what in ((ax_g, by_g, f"m = {base['margin']:g}"),
                           (ax_m, by_m, f"γ = {base['gamma']:g}")):
       pts = sorted(pts)
-      ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-",
-              label=f"{_LABELS[loss]} ({what})")
+      ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts], [100 * p[2] for p in pts],
+                  fmt="o-", capsize=3, label=f"{_LABELS[loss]} ({what})")
   ax_g.set(xscale="log", xlabel="γ", ylabel="Recall@1 (%)", title="(a) against the scale γ")
   ax_g.set_xticks(gammas, [f"{g:g}" for g in gammas])
   ax_m.set(xlabel="m", ylabel="Recall@1 (%)", title="(b) against the margin m")
   for ax in (ax_g, ax_m):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  fig.suptitle("Recall@1 of the unseen digits 5–9 (a missing point: training diverged)")
+  fig.suptitle(f"Recall@1 of the unseen digits 5–9, mean ± std over {len(seeds)} seeds "
+               "(a missing point: training diverged)")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -239,13 +251,14 @@ def fig_training(path4: str, path5: str, *, tiny: bool = False, say=print) -> di
       training.Member("circle_class", {"gamma": float(circle.loss.gamma),
                                        "margin": FIG5_MARGINS["circle"]}),
   ]
-  setup = ablate.make_setup(config, members)
+  setup = grid.make_setup(config, members)
   per_class = 20 if tiny else 100
-  labels = setup.data.train_labels
+  data = setup.base.dataset.data
+  labels = data.train_labels
   idx = np.concatenate([np.flatnonzero(labels == c)[:per_class]
-                        for c in range(setup.data.num_train_classes)])
-  probe_images, probe_labels = jnp.asarray(setup.data.train_images[idx]), labels[idx]
-  strategy = ablate.member_strategy(config)
+                        for c in range(data.num_train_classes)])
+  probe_images, probe_labels = jnp.asarray(data.train_images[idx]), labels[idx]
+  strategy = grid.member_strategy(config)
   embed = jax.jit(lambda state: (training.ablation_embed_step(state, probe_images,
                                                               member_strategy=strategy),
                                  state.params["class_weights"]))
@@ -257,14 +270,14 @@ def fig_training(path4: str, path5: str, *, tiny: bool = False, say=print) -> di
                                         probe_labels))
 
   def probe0():
-    state = training.create_stacked_states(setup.model, setup.tx, setup.init_rngs,
-                                           jnp.asarray(setup.data.train_images[:1]))
+    state = training.create_stacked_states(setup.base.model, setup.base.tx, setup.init_rngs,
+                                           jnp.asarray(data.train_images[:1]))
     probe(0, state)
 
   probe0()
   say(f"Fig. 4/5: {len(members)} members, {config.num_steps} steps, probing "
       f"{len(idx)} training images after every step", flush=True)
-  out = ablate.run_grid(setup, members, probe=probe, say=say)
+  out = grid.run_grid(setup, probe=probe, say=say)
   sp = np.stack([s[0] for s in snapshots], 1)                # [N, T + 1, P]
   sn = np.stack([s[1] for s in snapshots], 1)                # [N, T + 1, P, C − 1]
   sn_max = sn.max(-1)
@@ -327,11 +340,11 @@ def fig_training(path4: str, path5: str, *, tiny: bool = False, say=print) -> di
   fig.tight_layout()
   fig.savefig(path5, dpi=110)
   plt.close(fig)
-  return {"members": [ablate.member_label(m) for m in members], "steps": int(steps[-1]),
+  return {"members": [grid.member_label(m) for m in members], "steps": int(steps[-1]),
           "mean_sp": {names[i]: sp[i].mean(-1).tolist() for i in range(3)},
           "mean_sn": {names[i]: sn[i].mean((-1, -2)).tolist() for i in range(3)},
           "fig5": summary, "seconds": out["seconds"],
-          "recall@1": {names[i]: out["recall"][i][1] for i in range(3)}}
+          "recall@1": {names[i]: out["metrics"][i]["recall@1"] for i in range(3)}}
 
 
 # --------------------------------------------------------------------- main
@@ -341,7 +354,7 @@ FIGURES = ("fig1_2", "fig3", "fig4_5")
 
 
 def make_figures(out: str, *, tiny: bool = False, only=FIGURES, fig3_steps: int = 0,
-                 say=print) -> dict:
+                 fig3_seeds: int = 3, say=print) -> dict:
   """Writes the PNGs and ``figures.json`` to ``out``; returns the JSON record."""
   unknown = sorted(set(only) - set(FIGURES))
   if unknown:
@@ -354,7 +367,7 @@ def make_figures(out: str, *, tiny: bool = False, only=FIGURES, fig3_steps: int 
     record["fig1_2"] = fig_boundaries(os.path.join(out, "fig1_2_boundaries.png"))
   if "fig3" in only:
     record["fig3"] = fig_robustness(os.path.join(out, "fig3_robustness.png"), tiny=tiny,
-                                    steps=fig3_steps, say=say)
+                                    steps=fig3_steps, seeds=tuple(range(fig3_seeds)), say=say)
   if "fig4_5" in only:
     record["fig4_5"] = fig_training(os.path.join(out, "fig4_similarity.png"),
                                     os.path.join(out, "fig5_convergence.png"), tiny=tiny, say=say)
@@ -380,7 +393,7 @@ def _as_dict(seconds) -> dict:
 
 
 def format_fig3(results: dict) -> str:
-  """Markdown tables of R@1 (%) against γ and against m, one row per loss."""
+  """Markdown tables of R@1 (%) against γ and against m, one row per loss (mean ± std)."""
   lines = []
   for key, label in (("gamma", "γ"), ("margin", "m")):
     values = next(iter(results.values()))[key + "s"]
@@ -388,9 +401,10 @@ def format_fig3(results: dict) -> str:
               "|---|" + "---:|" * len(values)]
     other = "margin" if key == "gamma" else "gamma"
     for loss, res in results.items():
-      at = {r[key]: r["recall@1"] for r in res["rows"] if r[other] == res["base"][other]}
-      cells = [("—" if v not in at else "diverged" if np.isnan(at[v]) else f"{100 * at[v]:.2f}")
-               for v in values]
+      at = {r[key]: (r["recall@1"], r.get("recall@1_std", 0.0)) for r in res["rows"]
+            if r[other] == res["base"][other]}
+      cells = [("—" if v not in at else "diverged" if np.isnan(at[v][0])
+                else f"{100 * at[v][0]:.2f} ± {100 * at[v][1]:.2f}") for v in values]
       lines.append(f"| {_LABELS[loss]} ({other[0] if other == 'margin' else 'γ'} = "
                    f"{res['base'][other]:g}) | " + " | ".join(cells) + " |")
     lines.append("")
@@ -415,7 +429,8 @@ def main(argv):
   if len(argv) > 1:
     raise SystemExit(f"Unexpected arguments: {argv[1:]}")
   make_figures(flags.FLAGS.out, tiny=flags.FLAGS.tiny, only=tuple(flags.FLAGS.only),
-               fig3_steps=flags.FLAGS.fig3_steps)
+               fig3_steps=flags.FLAGS.fig3_steps,
+               fig3_seeds=2 if flags.FLAGS.tiny else flags.FLAGS.fig3_seeds)
 
 
 if __name__ == "__main__":
@@ -426,4 +441,5 @@ if __name__ == "__main__":
   flags.DEFINE_bool("tiny", False, "Smoke run: 3 steps, a tiny model, two grid points per axis.")
   flags.DEFINE_list("only", list(FIGURES), "Which figures to draw.")
   flags.DEFINE_integer("fig3_steps", 0, "Training steps of every Fig. 3 member (0: the configs').")
+  flags.DEFINE_integer("fig3_seeds", 3, "Seeds of every Fig. 3 setting (0, 1, …): mean ± std.")
   app.run(main)

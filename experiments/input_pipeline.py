@@ -1,11 +1,14 @@
-"""``config.data.name`` → the training input and the evaluation protocol of that dataset.
+"""``config.data.name`` → the training input and the evaluation sets of that dataset.
 
-| data.name | data | protocol (metric the paper reports) |
+| data.name | data | evaluation sets (what ``config.evals`` reads) |
 |---|---|---|
-| ``mnist_5k``, ``sklearn_digits`` | bundled digits, class-disjoint | Recall@K (+ raw pixels) |
-| ``cub200``, ``cars196``, ``sop`` | TFDS (tf.data), class-disjoint | Recall@K |
-| ``market1501``, ``msmt17`` | the user's unpacked folders | CMC rank-k and mAP |
-| ``face_folders``, ``face_recordio`` | identity folders / ``train.rec`` packs | 10-fold accuracy on ``.bin`` sets; TAR@FAR on IJB-style templates |
+| ``mnist_5k``, ``sklearn_digits`` | bundled digits, by class or by image | ``test`` (with its pixels) |
+| ``cub200``, ``cars196``, ``sop`` | TFDS (tf.data), class-disjoint | ``test`` |
+| ``market1501``, ``msmt17`` | the user's unpacked folders | ``query``, ``gallery`` (ids, cameras) |
+| ``face_folders``, ``face_recordio`` | identity folders / ``train.rec`` packs | one pair set per ``.bin`` file; ``templates`` (IJB-style) |
+
+What is measured on those sets is up to the evaluators
+(``experiments/evaluators.py``), chosen by ``config.evals``.
 
 Per process, not per run: every pipeline reads and decodes only the rows of
 each global batch that this process's devices hold (``rows``, from
@@ -14,19 +17,20 @@ digits, re-ID folders and face packs decode in grain worker processes
 (``config.data.num_workers``; 0 decodes in the training process, ahead of the
 step), the fine-grained sets in a tf.data pipeline over the same rows. Each
 training batch is ``{"image": float32 [R, H, W, C], "label": [R], "step"}``, a
-function of (seed, step) and of the rows alone; evaluation goes through an
-:class:`Embed` that the training loop provides.
+function of (seed, step) and of the rows alone; an :class:`EvalSet` is embedded
+through an :class:`Embed` that the training loop provides.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
 from circle_jax import data as cdata
-from circle_jax import metrics
+from experiments.config_error import ConfigError
 
 DIGITS = ("mnist_5k", "sklearn_digits")
 FINE_GRAINED = tuple(cdata.FINE_GRAINED)
@@ -61,12 +65,29 @@ def protocol_of(name: str) -> str:
   raise ValueError(f"unknown dataset {name!r}; known: {', '.join(KNOWN)}")
 
 
-def _recall_table(rows: dict[str, dict[int, float]], ks) -> str:
-  header = f"{'Recall@K (%)':<16}" + "".join(f"{'R@' + str(k):>8}" for k in ks)
-  lines = [header, "-" * len(header)]
-  for name, recall in rows.items():
-    lines.append(f"{name:<16}" + "".join(f"{100 * recall[k]:>8.2f}" for k in ks))
-  return "\n".join(lines)
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+  """One evaluation set: how to embed it, and what the evaluators compare.
+
+  Attributes:
+    name: ``"test"``, ``"query"``, ``"gallery"``, a ``.bin`` set's name, ``"templates"``.
+    size: number of images.
+    embed: ``embed(Embed, flip=False) -> [size, D]`` embeddings, in the set's order.
+    labels: [size] class / identity ids (None for pair and template sets).
+    cams: [size] camera ids (re-ID).
+    issame: [size // 2] bool: pair ``i`` is images ``2i, 2i + 1`` (face ``.bin`` sets).
+    pixels: [size, …] the images themselves, where they are in memory (the digits).
+    templates: IJB-style template metadata (``circle_jax.data.IJBProtocol``).
+  """
+
+  name: str
+  size: int
+  embed: Callable[..., np.ndarray]
+  labels: np.ndarray | None = None
+  cams: np.ndarray | None = None
+  issame: np.ndarray | None = None
+  pixels: np.ndarray | None = None
+  templates: Any = None
 
 
 class TrainInput:
@@ -124,8 +145,8 @@ class Pipeline:
     """Batches ``first_step … num_steps − 1`` (or from ``resume_from``), ``rows`` of each."""
     raise NotImplementedError
 
-  def evaluate(self, embed: Embed, label: str) -> tuple[dict, dict, str]:
-    """Returns (result for the caller, flat metrics for metrics.jsonl, printable table)."""
+  def eval_sets(self) -> dict[str, EvalSet]:
+    """The sets the evaluators may read, by name (opened and checked already)."""
     raise NotImplementedError
 
 
@@ -164,6 +185,14 @@ class DigitsPipeline(_HostDecoded):
 
   def __init__(self, config):
     self.config = config
+    d = config.data
+    if d.split not in ("class_disjoint", "by_image"):
+      raise ConfigError(f"config.data.split: unknown split {d.split!r}; "
+                        "known: 'class_disjoint', 'by_image'")
+    if d.split == "by_image" and sorted(d.train_classes) != sorted(d.test_classes):
+      raise ConfigError("config.data.test_classes: split 'by_image' retrieves the training "
+                        f"classes, so test_classes {tuple(d.test_classes)} must equal "
+                        f"train_classes {tuple(d.train_classes)}")
     self.data = cdata.load_retrieval_data(config.data.name, config.data.path or None,
                                           train_classes=config.data.train_classes,
                                           test_classes=config.data.test_classes,
@@ -179,18 +208,11 @@ class DigitsPipeline(_HostDecoded):
   def init_images(self):
     return self.data.train_images[:1]
 
-  def evaluate(self, embed, label):
-    ev = self.config.eval
-    ks = tuple(ev.ks)
-    test = self.data.test_images
-    emb = embed.source(cdata.ArrayImageSource(test, self.data.test_labels))
-    recall = metrics.recall_at_k(emb, self.data.test_labels, ks, block_size=ev.block_size)
-    raw = metrics.recall_at_k(test.reshape(len(test), -1), self.data.test_labels, ks,
-                              block_size=ev.block_size)
-    flat = {**{f"recall@{k}": v for k, v in recall.items()},
-            **{f"raw_pixels_recall@{k}": v for k, v in raw.items()}}
-    table = _recall_table({"raw pixels": raw, label: recall}, ks)
-    return {"recall": recall, "raw_pixels": raw}, flat, table
+  def eval_sets(self):
+    test, labels = self.data.test_images, self.data.test_labels
+    source = cdata.ArrayImageSource(test, labels)
+    return {"test": EvalSet("test", len(test), lambda embed, flip=False: embed.source(source, flip=flip),
+                            labels=labels, pixels=test)}
 
 
 class FineGrainedPipeline(Pipeline):
@@ -199,6 +221,9 @@ class FineGrainedPipeline(Pipeline):
   def __init__(self, config):
     self.config = config
     d = config.data
+    if d.image_size[0] != d.image_size[1]:
+      raise ConfigError(f"config.data.image_size: the fine-grained crops are square, "
+                        f"got {tuple(d.image_size)!r}")
     self.data = cdata.load_fine_grained(d.name, d.path or None, download=d.download)
     self.num_train_classes = self.data.num_train_classes
     self.size = int(d.image_size[0])
@@ -226,8 +251,14 @@ class FineGrainedPipeline(Pipeline):
       resume_from = {"next_step": resume_from.get("next_step"), "start": resume_from.get("next_step")}
     return TrainInput(make, first_step, resume_from)
 
-  def evaluate(self, embed, label):
-    d, ev = self.config.data, self.config.eval
+  def eval_sets(self):
+    return {"test": EvalSet("test", len(self.data.test), self._embed_test,
+                            labels=self.data.test.labels)}
+
+  def _embed_test(self, embed: Embed, flip: bool = False) -> np.ndarray:
+    if flip:
+      raise ValueError("the fine-grained test set is embedded without flips")
+    d = self.config.data
     n = len(self.data.test)
     num_batches = -(-n // embed.batch_size)
     # This process's images of every evaluation batch, in order; −1 pads past the end.
@@ -237,12 +268,8 @@ class FineGrainedPipeline(Pipeline):
                                    batch_size=len(embed.rows), crop_to_bbox=d.crop_to_bbox,
                                    indices=idx)
     counts = (idx >= 0).reshape(num_batches, -1).sum(axis=1)
-    emb = embed.local_batches(({"image": cdata.normalise_images(b, d.mean, d.std), "decoded": c}
-                               for b, c in zip(local, counts)), n)
-    ks = tuple(k for k in ev.ks if k < len(emb))
-    recall = metrics.recall_at_k(emb, self.data.test.labels, ks, block_size=ev.block_size)
-    flat = {f"recall@{k}": v for k, v in recall.items()}
-    return {"recall": recall}, flat, _recall_table({label: recall}, ks)
+    return embed.local_batches(({"image": cdata.normalise_images(b, d.mean, d.std), "decoded": c}
+                                for b, c in zip(local, counts)), n)
 
 
 class _Photos(_HostDecoded):
@@ -258,8 +285,10 @@ class _Photos(_HostDecoded):
   def init_images(self):
     return np.zeros((1, *self.size, 3), np.float32)
 
-  def _embed(self, embed: Embed, source, flip: bool = False) -> np.ndarray:
-    return embed.source(source, flip=flip, mean=self.mean, std=self.std)
+  def _eval_set(self, name: str, source, **fields) -> EvalSet:
+    def embed_source(embed: Embed, flip: bool = False) -> np.ndarray:
+      return embed.source(source, flip=flip, mean=self.mean, std=self.std)
+    return EvalSet(name, len(source), embed_source, **fields)
 
 
 class ReidPipeline(_Photos):
@@ -278,20 +307,12 @@ class ReidPipeline(_Photos):
     self.description = (f"Re-identification on {d.name}: {len(self.data.query)} queries against "
                         f"{len(self.data.gallery)} gallery images")
 
-  def evaluate(self, embed, label):
-    ranks = tuple(self.config.eval.ks)
-    q, g = self.data.query, self.data.gallery
-    qe = self._embed(embed, cdata.FileImageSource(q.paths, q.pids, self.size))
-    ge = self._embed(embed, cdata.FileImageSource(g.paths, g.pids, self.size))
-    r = metrics.cmc_map(qe, q.pids, q.cams, ge, g.pids, g.cams, ranks,
-                        block_size=self.config.eval.block_size)
-    flat = {**{f"cmc@{k}": v for k, v in r["cmc"].items()}, "map": r["map"],
-            "num_queries": r["num_queries"]}
-    header = f"{'Re-ID (%)':<16}" + "".join(f"{'R-' + str(k):>8}" for k in ranks) + f"{'mAP':>8}"
-    table = "\n".join([header, "-" * len(header),
-                       f"{label:<16}" + "".join(f"{100 * r['cmc'][k]:>8.2f}" for k in ranks)
-                       + f"{100 * r['map']:>8.2f}"])
-    return {"cmc": r["cmc"], "map": r["map"], "num_queries": r["num_queries"]}, flat, table
+  def eval_sets(self):
+    out = {}
+    for role, split in (("query", self.data.query), ("gallery", self.data.gallery)):
+      source = cdata.FileImageSource(split.paths, split.pids, self.size)
+      out[role] = self._eval_set(role, source, labels=split.pids, cams=split.cams)
+    return out
 
 
 class FacePipeline(_Photos):
@@ -324,31 +345,16 @@ class FacePipeline(_Photos):
     self.ijb = cdata.load_ijb(d.ijb_path, d.ijb_name, d.ijb_image_dir) if d.ijb_path else None
     _check_first_image(self.source, "training")
 
-  def evaluate(self, embed, label):
-    d = self.config.data
-    result, flat, lines = {"verification": {}}, {}, []
-    header = f"{'Verification':<16}{'acc (%)':>10}{'± std':>8}{'pairs':>8}"
+  def eval_sets(self):
+    out = {}
     for name, (encoded, issame) in self.val_sets.items():
       source = cdata.EncodedImageSource(encoded, np.zeros(len(encoded)), self.size)
-      emb = self._embed(embed, source, flip=True)
-      r = metrics.verification_accuracy(metrics.pair_scores(emb), issame,
-                                        num_folds=self.config.eval.num_folds)
-      result["verification"][name] = r
-      flat[f"{name}_accuracy"], flat[f"{name}_std"] = r["accuracy"], r["std"]
-      lines.append(f"{name:<16}{100 * r['accuracy']:>10.2f}{100 * r['std']:>8.2f}{len(issame):>8}")
-    table = "\n".join([header, "-" * len(header), *lines]) if lines else "(no verification sets)"
+      out[name] = self._eval_set(name, source, issame=issame)
     if self.ijb is not None:
       ijb = self.ijb
-      src = cdata.FileImageSource(ijb.image_paths, np.zeros(len(ijb.image_paths)), self.size)
-      emb = self._embed(embed, src, flip=True)
-      templates, feats = metrics.template_embeddings(emb, ijb.template_ids, ijb.media_ids)
-      scores = metrics.template_pair_scores(templates, feats, ijb.pairs_a, ijb.pairs_b)
-      tar = metrics.tar_at_far(scores, ijb.issame, fars=tuple(self.config.eval.fars))
-      result["tar_at_far"] = {f: v["tar"] for f, v in tar.items()}
-      flat.update({f"tar@far={f:g}": v["tar"] for f, v in tar.items()})
-      table += "\n" + f"{d.ijb_name} 1:1 TAR@FAR: " + ", ".join(
-          f"{100 * v['tar']:.2f} % at {f:g}" for f, v in tar.items())
-    return result, flat, table
+      source = cdata.FileImageSource(ijb.image_paths, np.zeros(len(ijb.image_paths)), self.size)
+      out["templates"] = self._eval_set("templates", source, templates=ijb)
+    return out
 
 
 def _check_first_image(source, role: str) -> None:

@@ -34,6 +34,7 @@ from ml_collections import config_flags
 from circle_jax import data as cdata
 from circle_jax import training
 from experiments import absl_logging
+from experiments import builder
 from experiments import train
 
 FLAGS = flags.FLAGS
@@ -109,7 +110,7 @@ def main(argv):
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     return
-  except (train.ConfigError, FileNotFoundError, training.WorkdirInUseError,
+  except (builder.ConfigError, FileNotFoundError, training.WorkdirInUseError,
           training.CheckpointRestoreError, cdata.DatasetError) as e:
     if not multi:
       raise SystemExit(f"error: {e}") from None

@@ -1,8 +1,12 @@
 """``train_and_evaluate(config, workdir)``: train a metric-learning model, then evaluate it.
 
-``config.data.name`` selects the data and the protocol (``experiments/input_pipeline.py``):
-Recall@K for the digits and the fine-grained sets, CMC rank-k and mAP for
-re-ID, 10-fold verification accuracy (and TAR@FAR on IJB-style templates) for faces.
+One direction, data to loss to metric: :func:`experiments.builder.build` makes
+the parts from the config (dataset, mesh, loss, model, optimiser,
+evaluators); this loop feeds the dataset's batches to the train step, then
+hands the trained embedding to the evaluators of ``config.evals``
+(``experiments/evaluators.py``: Recall@K for the digits and the fine-grained
+sets, CMC rank-k and mAP for re-ID, 10-fold verification accuracy and TAR@FAR
+on IJB-style templates for faces).
 
 The run is resumable: Orbax checkpoints every ``config.checkpoint_every`` steps
 in ``workdir/checkpoints``, and a restarted run continues from the newest one.
@@ -27,229 +31,23 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 
 from circle_jax import data as cdata
 from circle_jax import training
-from experiments import input_pipeline
-
-
-class ConfigError(ValueError):
-  """A config that is missing a field, has a field of the wrong type, or a bad value."""
-
-
-_NUMBER = (int, float)
-# Dotted field → accepted types. Every one must be present.
-REQUIRED_FIELDS: dict[str, Any] = {
-    "seed": int,
-    "num_steps": int,
-    "log_every": int,
-    "checkpoint_every": int,
-    "max_checkpoints": int,
-    "num_devices": int,
-    "model_axis_size": int,
-    "distributed": bool,
-    "data.name": str,
-    "data.path": str,
-    "batch.classes_per_batch": int,
-    "batch.images_per_class": int,
-    "model.name": str,
-    "loss.name": str,
-    "optimizer.name": str,
-    "optimizer.learning_rate": _NUMBER,
-    "optimizer.schedule": str,
-    "optimizer.warmup_steps": int,
-    "optimizer.momentum": _NUMBER,
-    "optimizer.weight_decay": _NUMBER,
-    "eval.ks": (tuple, list),
-    "eval.batch_size": int,
-    "eval.block_size": int,
-}
-# Further fields by protocol (input_pipeline.protocol_of(config.data.name)).
-_IMAGE_FIELDS = {"data.image_size": (tuple, list), "data.mean": (tuple, list),
-                 "data.std": (tuple, list)}
-PROTOCOL_FIELDS: dict[str, dict[str, Any]] = {
-    "digits": {"data.split": str, "data.train_classes": (tuple, list),
-               "data.test_classes": (tuple, list), "data.max_shift": int},
-    "fine_grained": {**_IMAGE_FIELDS, "data.download": bool, "data.crop_to_bbox": bool,
-                     "data.min_crop_area": _NUMBER},
-    "reid": {**_IMAGE_FIELDS, "data.max_shift": int, "data.num_workers": int},
-    "face": {**_IMAGE_FIELDS, "data.max_shift": int, "data.num_workers": int,
-             "data.val_path": str, "data.val_sets": (tuple, list), "data.ijb_path": str,
-             "data.ijb_name": str, "data.ijb_image_dir": str, "eval.num_folds": int,
-             "eval.fars": (tuple, list)},
-}
-_POSITIVE = ("num_steps", "log_every", "checkpoint_every", "max_checkpoints",
-             "batch.classes_per_batch", "batch.images_per_class", "eval.batch_size",
-             "eval.block_size")
-
-
-def _get(config, dotted: str):
-  node = config
-  for part in dotted.split("."):
-    if not hasattr(node, "keys") or part not in node:
-      raise ConfigError(f"config.{dotted}: missing field")
-    node = node[part]
-  return node
-
-
-def _type_name(types) -> str:
-  types = types if isinstance(types, tuple) else (types,)
-  return " or ".join(t.__name__ for t in types)
-
-
-def validate_config(config) -> None:
-  """Checks a training config before anything is built.
-
-  Raises:
-    ConfigError: naming the first bad field (``config.loss.name: unknown loss
-      name 'circel' …``, ``config.num_steps: expected int, got str 'ten'``).
-  """
-  name = _get(config, "data.name")
-  if not isinstance(name, str):
-    raise ConfigError(f"config.data.name: expected str, got {type(name).__name__} {name!r}")
-  try:
-    protocol = input_pipeline.protocol_of(name)
-  except ValueError as e:
-    raise ConfigError(f"config.data.name: {e}") from None
-  for dotted, types in {**REQUIRED_FIELDS, **PROTOCOL_FIELDS[protocol]}.items():
-    value = _get(config, dotted)
-    # bool is an int in Python; only accept it where bool is asked for.
-    if (isinstance(value, bool) and types is not bool) or not isinstance(value, types):
-      raise ConfigError(f"config.{dotted}: expected {_type_name(types)}, "
-                        f"got {type(value).__name__} {value!r}")
-  for dotted in _POSITIVE:
-    if _get(config, dotted) < 1:
-      raise ConfigError(f"config.{dotted}: must be ≥ 1, got {_get(config, dotted)!r}")
-  if config.num_devices < 0:
-    raise ConfigError(f"config.num_devices: must be ≥ 0 (0 = all), got {config.num_devices}")
-  num_devices = config.num_devices or jax.device_count()
-  if num_devices > jax.device_count():
-    raise ConfigError(f"config.num_devices: {config.num_devices} but only {jax.device_count()} "
-                      "devices are visible")
-  if num_devices % jax.process_count():
-    raise ConfigError(f"config.num_devices: {num_devices} devices do not split evenly over the "
-                      f"{jax.process_count()} processes (every process holds an equal share of "
-                      "the mesh); use a multiple of the process count, or 0 for all")
-  for field, low in (("num_workers", 0), ("prefetch", 1)):
-    value = config.data.get(field, low)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-      raise ConfigError(f"config.data.{field}: must be an int ≥ {low}, got {value!r}")
-  try:
-    spec, loss_fn = training.make_loss(config.loss.name, _loss_hparams(config))
-  except ValueError as e:
-    raise ConfigError(f"config.loss: {e}") from None
-  _probe_loss(config, spec, loss_fn)
-  m = config.model_axis_size
-  if m < 1 or num_devices % m:
-    raise ConfigError(f"config.model_axis_size: must be ≥ 1 and divide the {num_devices} "
-                      f"device(s) (config.num_devices), got {m}")
-  try:
-    training.check_model_axis(config.loss.name, m)
-  except ValueError as e:
-    raise ConfigError(f"config.model_axis_size: {e}") from None
-  batch_size = config.batch.classes_per_batch * config.batch.images_per_class
-  if batch_size % num_devices:
-    raise ConfigError(f"config.batch: {config.batch.classes_per_batch} × "
-                      f"{config.batch.images_per_class} = {batch_size} examples per batch, not "
-                      f"divisible by the {num_devices} devices the batch is split over")
-  try:
-    training.make_backbone(config.model.name, _model_kwargs(config))
-  except (ValueError, TypeError) as e:
-    raise ConfigError(f"config.model: {e}") from None
-  if config.optimizer.name not in ("sgd", "adamw"):
-    raise ConfigError(f"config.optimizer.name: unknown optimizer {config.optimizer.name!r}; "
-                      "known: 'sgd', 'adamw'")
-  if config.optimizer.schedule not in ("step", "cosine", "constant"):
-    raise ConfigError(f"config.optimizer.schedule: unknown schedule {config.optimizer.schedule!r}; "
-                      "known: 'step', 'cosine', 'constant'")
-  if protocol != "digits":
-    size = config.data.image_size
-    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
-      raise ConfigError(f"config.data.image_size: expected (height, width) positive ints, got {size!r}")
-    if protocol == "fine_grained" and size[0] != size[1]:
-      raise ConfigError(f"config.data.image_size: the fine-grained crops are square, got {size!r}")
-  n_test = None
-  if protocol == "digits":
-    num_train = len(config.data.train_classes)
-    if spec.kind == "pair" and config.batch.classes_per_batch > num_train:
-      raise ConfigError(f"config.batch.classes_per_batch: {config.batch.classes_per_batch} classes "
-                        f"per batch but only {num_train} training classes")
-    if config.data.split not in ("class_disjoint", "by_image"):
-      raise ConfigError(f"config.data.split: unknown split {config.data.split!r}; "
-                        "known: 'class_disjoint', 'by_image'")
-    if config.data.split == "by_image" and (sorted(config.data.train_classes)
-                                            != sorted(config.data.test_classes)):
-      raise ConfigError("config.data.test_classes: split 'by_image' retrieves the training "
-                        f"classes, so test_classes {tuple(config.data.test_classes)} must equal "
-                        f"train_classes {tuple(config.data.train_classes)}")
-    # The bundled MNIST digits have 500 images per class; 'by_image' tests on half of them.
-    per_class = 500 if config.data.split == "class_disjoint" else 250
-    n_test = per_class * len(config.data.test_classes) if config.data.name == "mnist_5k" else None
-  for k in config.eval.ks:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-      raise ConfigError(f"config.eval.ks: every k must be a positive int, got {k!r}")
-    if n_test is not None and k >= n_test:
-      raise ConfigError(f"config.eval.ks: k = {k} ≥ the {n_test} test images")
-
-
-def _probe_loss(config, spec, loss_fn) -> None:
-  """Calls the loss once on a tiny batch, so that its own argument checks
-  (γ > 0, a margin in range, …) reject a bad config.loss field now rather than
-  at the first training step."""
-  x = jnp.eye(4, 3) + 0.1
-  weights = jnp.eye(2, 3) + 0.1 if spec.kind == "class" else None
-  try:
-    loss_fn(x, jnp.array([0, 0, 1, 1]), weights)
-  except (ValueError, TypeError) as e:
-    message = str(e).splitlines()[0]
-    field = message.split(" ", 1)[0]
-    where = f"config.loss.{field}" if field in config.loss else "config.loss"
-    raise ConfigError(f"{where}: {message}") from None
-
-
-def _loss_hparams(config) -> dict:
-  return {k: v for k, v in config.loss.items() if k != "name"}
-
-
-def _model_kwargs(config) -> dict:
-  # "pretrained" is a weights file for the loader, not a module attribute.
-  kwargs = {k: v for k, v in config.model.items() if k not in ("name", "pretrained")}
-  if "features" in kwargs:
-    kwargs["features"] = tuple(kwargs["features"])
-  return kwargs
-
-
-def embed_in_batches(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
-  """``fn`` over fixed-size batches of ``images`` (the last one zero-padded), concatenated.
-
-  One batch shape means one compilation. ``fn`` maps ``[batch_size, …]`` images
-  to ``[…, batch_size, D]`` embeddings (the batch on axis −2, so a stack of
-  ablation members ``[N, batch_size, D]`` works too); the padding rows are
-  dropped.
-
-  Example:
-    >>> embed_in_batches(lambda x: x.reshape(len(x), -1) * 2, np.ones((5, 2)), 4).shape
-    (5, 2)
-  """
-  out = []
-  for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
-    pad = batch_size - len(chunk)
-    if pad:
-      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-    out.append(np.asarray(fn(chunk))[..., :batch_size - pad, :])
-  return np.concatenate(out, axis=-2)
+from experiments import builder
+from experiments import evaluators as evaluators_lib
 
 
 class MeshEmbed:
-  """:class:`input_pipeline.Embed` on a mesh: each process decodes its rows of every batch.
+  """:class:`experiments.input_pipeline.Embed` on a mesh: each process decodes its rows of every batch.
 
   Evaluation batches have ``config.eval.batch_size`` rows, rounded up to a
   multiple of the device count; the embeddings come back replicated, so every
@@ -283,76 +81,49 @@ class MeshEmbed:
     return np.concatenate(out)[:num_items]
 
 
-def make_schedule_and_optimizer(config):
-  """``(schedule, tx)`` from ``config.optimizer`` and ``config.num_steps``."""
-  opt = config.optimizer
-  schedule = training.make_schedule(opt.schedule, base_lr=opt.learning_rate,
-                                    num_steps=config.num_steps, warmup_steps=opt.warmup_steps)
-  tx = training.make_optimizer(opt.name, schedule, momentum=opt.momentum,
-                               weight_decay=opt.weight_decay)
-  return schedule, tx
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains per ``config`` (resuming from ``workdir`` if it holds checkpoints), then evaluates.
 
   Args:
-    config: see ``experiments/configs/class_disjoint.py``, which defines every digits field.
+    config: see ``experiments/configs/default.py``.
     workdir: checkpoints, ``metrics.jsonl``.
 
   Returns:
-    The protocol's results (digits: ``{"recall": {k: R@k}, "raw_pixels":
-    {k: R@k}}``; fine-grained: ``{"recall"}``; re-ID: ``{"cmc": {k: …},
-    "map", "num_queries"}``; face: ``{"verification": {set: {...}},
-    "tar_at_far"?}``) plus ``"final_loss"`` (float or None), ``"params"``
-    (the final params as global ``jax.Array``s: with several processes the
-    class proxies may be split across them, so read them with
-    ``jax.experimental.multihost_utils.process_allgather`` where needed),
-    ``"resumed_from"`` (step or None) and ``"input"`` (this process's input
-    statistics, also in ``workdir/input/process_<i>-of-<n>.json``: images
-    decoded for training and evaluation, seconds the steps waited for input).
+    The evaluators' results (``experiments/evaluators.py``: ``"recall"`` {k:
+    R@k} and ``"raw_pixels"``; ``"cmc"``, ``"map"``, ``"num_queries"``;
+    ``"verification"`` {set: {...}}; ``"tar_at_far"``) plus ``"final_loss"``
+    (float or None), ``"params"`` (the final params as global ``jax.Array``s:
+    with several processes the class proxies may be split across them, so
+    read them with ``jax.experimental.multihost_utils.process_allgather``
+    where needed), ``"resumed_from"`` (step or None) and ``"input"`` (this
+    process's input statistics, also in
+    ``workdir/input/process_<i>-of-<n>.json``: images decoded for training
+    and evaluation, seconds the steps waited for input).
 
   Raises:
     ConfigError: a bad config. FileNotFoundError (``DatasetNotFoundError``):
       missing data, with where it was looked for and how to prepare it.
   """
-  validate_config(config)
+  setup = builder.build(config)  # every field checked, every dataset opened, nothing written
   # One run per workdir: a second one would interleave its metrics and
   # checkpoints with the first's. Process 0 holds the lock for all of them.
   lock = training.WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
   try:
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(setup, workdir)
   finally:
     if lock is not None:
       lock.release()
 
 
-def _train_and_evaluate(config, workdir: str) -> dict:
+def _train_and_evaluate(setup: builder.Setup, workdir: str) -> dict:
+  config, mesh, dataset = setup.config, setup.mesh, setup.dataset
   start_time = time.time()
   process, num_processes = jax.process_index(), jax.process_count()
   is_main = process == 0
-  say = print if is_main else (lambda *a, **k: None)
+  say = _say if is_main else (lambda *a, **k: None)
 
-  try:  # every dataset the run will use, train and evaluation, is opened and checked here
-    pipeline = input_pipeline.make_pipeline(config)
-  except FileNotFoundError:  # DatasetNotFoundError included: already says where and how
-    raise
-  except (ValueError, OSError) as e:
-    raise cdata.DatasetError(str(e)) from e
-  # 'model' > 1 splits the class proxies (padded to a multiple of it) over devices.
-  mesh = training.make_mesh(config.num_devices or None, model_axis_size=config.model_axis_size)
-  is_class_level = training.get_loss_spec(config.loss.name).kind == "class"
-  num_classes = pipeline.num_train_classes if is_class_level else 0
-  spec, loss_fn = training.make_mesh_loss(config.loss.name, _loss_hparams(config), mesh,
-                                          num_classes=num_classes or None)
-  backbone = training.make_backbone(config.model.name, _model_kwargs(config))
-  model = training.MetricModel(backbone, num_classes=num_classes,
-                               class_shards=config.model_axis_size)
-  schedule, tx = make_schedule_and_optimizer(config)
-
-  rng = jax.random.key(config.seed)
-  init_rng, step_rng = jax.random.split(rng)
-  state = training.create_train_state(model, tx, init_rng, jnp.asarray(pipeline.init_images()))
+  state = training.create_train_state(setup.model, setup.tx, setup.init_rng,
+                                      jnp.asarray(dataset.init_images()))
   if config.model.get("pretrained", ""):
     state = _load_pretrained(state, config, say)
   state = jax.device_put(state, training.state_shardings(state, mesh))
@@ -365,46 +136,48 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   # The newest checkpoint that restores whole; damaged newer ones are set aside.
   state, resumed_from, data_position = ckpt.restore_newest_good(state, say=say)
   if resumed_from is not None:
-    say(f"Resumed from the checkpoint of step {resumed_from} in {workdir}", flush=True)
+    say(f"Resumed from the checkpoint of step {resumed_from} in {workdir}")
     if is_main:
       log.write({"event": "resume", "step": resumed_from})
   first_step = int(state.step)
 
-  step_fn = training.jit_train_step(loss_fn, mesh, state)
-  sampler = "pk" if spec.kind == "pair" else "shuffle"
-  batch_size = config.batch.classes_per_batch * config.batch.images_per_class
-  rows = training.process_rows(mesh, batch_size)
+  step_fn = training.jit_train_step(setup.loss_fn, mesh, state)
+  rows = training.process_rows(mesh, setup.batch_size)
   hosts = f" in {num_processes} processes" if num_processes > 1 else ""
-  say(f"Training {config.model.name} with {config.loss.name} ({spec.kind}-level) for "
+  say(f"Training {config.model.name} with {config.loss.name} ({setup.spec.kind}-level) for "
       f"{config.num_steps} steps on {mesh.size} device(s){hosts} (mesh {dict(mesh.shape)}), "
-      f"batches of {batch_size} ({sampler})", flush=True)
+      f"batches of {setup.batch_size} ({setup.sampler})")
 
-  train_input = pipeline.train_input(
-      rows, num_steps=config.num_steps, first_step=first_step, sampler=sampler,
+  train_input = dataset.train_input(
+      rows, num_steps=config.num_steps, first_step=first_step, sampler=setup.sampler,
       classes_per_batch=config.batch.classes_per_batch,
       images_per_class=config.batch.images_per_class, seed=config.seed,
       resume_from=data_position)
   prefetch = int(config.data.get("prefetch", 2))
-  batches = training.MeshPrefetcher(train_input, mesh, batch_size, size=prefetch,
+  batches = training.MeshPrefetcher(train_input, mesh, setup.batch_size, size=prefetch,
                                     position=train_input.position)
   metrics = None
   t_train = t_log = time.time()
   wait_log = 0.0
+  # On a terminal only (disable=None), and on the first process.
+  bar = tqdm.tqdm(total=config.num_steps, initial=first_step, unit="step", desc="train",
+                  disable=None if is_main else True, dynamic_ncols=True)
   try:
     for step in range(first_step, config.num_steps):
       meta, batch, position = next(batches)
       if int(meta["step"]) != step:
         raise RuntimeError(f"the input pipeline is at step {int(meta['step'])}, training at "
                            f"step {step} (checkpoint {resumed_from} in {workdir})")
-      state, metrics = step_fn(state, batch, step_rng)
+      state, metrics = step_fn(state, batch, setup.step_rng)
       done = step + 1
+      bar.update()
       if done % config.log_every == 0 or done == config.num_steps:
         m = jax.device_get(metrics)
         elapsed = max(time.time() - t_log, 1e-9)
         rate = (done - max(first_step, done - config.log_every)) / elapsed
         t_log = time.time()
         record = {"step": done, "loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]),
-                  "learning_rate": float(schedule(done - 1)), "steps_per_second": rate,
+                  "learning_rate": float(setup.schedule(done - 1)), "steps_per_second": rate,
                   "input_wait": (batches.wait_seconds - wait_log) / elapsed}
         wait_log = batches.wait_seconds
         if not np.isfinite(record["loss"]):
@@ -413,32 +186,39 @@ def _train_and_evaluate(config, workdir: str) -> dict:
         if is_main:
           log.write(record)
         say(f"step {done:>5}/{config.num_steps}  loss {record['loss']:.4f}  "
-            f"lr {record['learning_rate']:.2e}  {rate:.1f} steps/s", flush=True)
+            f"lr {record['learning_rate']:.2e}  {rate:.1f} steps/s")
       # The metrics line goes first: a checkpoint never gets ahead of the log.
       ckpt.save(done, state, force=done == config.num_steps, data=position)
   finally:
+    bar.close()
     batches.close()
   train_seconds = time.time() - t_train
   ckpt.close()
 
   embed = MeshEmbed(state, mesh, config.eval.batch_size,
                     num_workers=int(config.data.get("num_workers", 0)), prefetch=prefetch)
-  result, flat, table = pipeline.evaluate(embed, config.loss.name)
+  results = evaluators_lib.evaluate(setup.evaluators, embed)
   if is_main:
-    log.write({"step": config.num_steps, "event": "eval", **flat})
+    log.write({"step": config.num_steps, "event": "eval", **evaluators_lib.flatten(results)})
   input_stats = {"process": process, "num_processes": num_processes,
                  "steps": config.num_steps - first_step, "rows_per_batch": len(rows),
                  "train_images_decoded": batches.decoded, "eval_images_decoded": embed.decoded,
                  "input_wait_seconds": batches.wait_seconds, "train_seconds": train_seconds}
   _write_input_stats(workdir, input_stats)
-  say(f"\n{pipeline.description}:")
-  say(table)
+  say(f"\n{dataset.description}:")
+  say(evaluators_lib.tables(results, config.loss.name))
   say(f"\nDone in {time.time() - start_time:.1f} s; metrics in "
-      f"{os.path.join(workdir, 'metrics.jsonl')}", flush=True)
+      f"{os.path.join(workdir, 'metrics.jsonl')}")
   # Global arrays: with several processes, the class proxies may be split across them.
-  return {**result,
+  return {**results,
           "final_loss": None if metrics is None else float(metrics["loss"]),
           "params": state.params, "resumed_from": resumed_from, "input": input_stats}
+
+
+def _say(*parts, **_) -> None:
+  """``print`` that keeps a progress bar intact, flushed (other processes read the lines)."""
+  tqdm.tqdm.write(" ".join(str(p) for p in parts))
+  sys.stdout.flush()
 
 
 def _write_input_stats(workdir: str, stats: dict) -> None:
@@ -458,6 +238,6 @@ def _load_pretrained(state, config, say=print):
   params, batch_stats = torchvision_resnet_variables(
       state_dict, {"params": state.params["backbone"],
                    "batch_stats": state.batch_stats["backbone"]})
-  say(f"Loaded pretrained backbone weights from {config.model.pretrained}", flush=True)
+  say(f"Loaded pretrained backbone weights from {config.model.pretrained}")
   return state.replace(params={**state.params, "backbone": params},
                        batch_stats={**state.batch_stats, "backbone": batch_stats})

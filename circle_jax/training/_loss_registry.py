@@ -27,6 +27,17 @@ class LossSpec:
   fn: Callable[..., jax.Array]
   hparams: Mapping[str, Any]
 
+  @property
+  def sampler(self) -> str:
+    """The batches it trains on: ``"pk"`` (P classes × K images, so that every anchor has
+    positives in the batch) for a pair-wise loss, ``"shuffle"`` for a class-level one.
+
+    Example:
+      >>> get_loss_spec("circle_pair").sampler, get_loss_spec("arcface").sampler
+      ('pk', 'shuffle')
+    """
+    return {"pair": "pk", "class": "shuffle"}[self.kind]
+
 
 def _spec(kind, fn, **overrides) -> LossSpec:
   sig = inspect.signature(fn).parameters

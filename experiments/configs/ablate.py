@@ -20,6 +20,7 @@ README's "Ablations" section.
 import ml_collections
 
 from experiments.configs import circle_class
+from experiments.configs import class_disjoint
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -30,21 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 def ablation_section() -> ml_collections.ConfigDict:
   """The ``config.ablation`` fields with this file's grid (other configs reuse it)."""
-  ablation = ml_collections.ConfigDict()
-  # "sweep": one hyper-parameter at a time from config.loss; "product": every pair.
-  ablation.mode = "sweep"
+  ablation = class_disjoint.ablation_section()
   ablation.gammas = (32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
   ablation.margins = (0.0, 0.1, 0.25)
-  # Every (γ, m) once per value (Circle losses only); (False, True) doubles the grid.
-  ablation.grad_through_alpha = (False,)
-  # Losses to sweep; empty: config.loss.name only. Others start from their registry defaults.
-  ablation.losses = ()
-  # How one program runs the members: "vmap" (batched), "unroll" (N ordinary steps in the
-  # program), "map" (lax.map loop), "auto": "unroll" on a CPU, where vmapped convolutions
-  # become slow grouped ones, "vmap" elsewhere (circle_jax.training.resolve_member_strategy).
-  ablation.members = "auto"
-  # 0: as many devices as divide the number of members evenly.
-  ablation.num_devices = 0
-  # True: member i uses seed config.seed + i (initialisation, dropout, batches).
-  ablation.vary_seed = False
   return ablation

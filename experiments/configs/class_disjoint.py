@@ -92,8 +92,29 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.momentum = 0.9
   config.optimizer.weight_decay = 1e-4
 
+  # How the trained model embeds the evaluation sets (every evaluator shares it).
   config.eval = ml_collections.ConfigDict()
-  config.eval.ks = (1, 2, 4, 8)
   config.eval.batch_size = 500
   config.eval.block_size = 1024
+  # What is measured on them (experiments/evaluators.py), big_vision's config.evals.
+  config.evals = ml_collections.ConfigDict()
+  config.evals.retrieval = ml_collections.ConfigDict(
+      {"type": "recall", "ks": (1, 2, 4, 8), "raw_pixels": True})
+  # Read by experiments.ablate only: a grid of this one setup over seeds, γ and m.
+  config.ablation = ablation_section()
   return config
+
+
+def ablation_section() -> ml_collections.ConfigDict:
+  """``config.ablation`` (experiments/grid.py): by default one member, ``config.loss``, at
+  ``config.seed``; fill ``gammas``/``margins``/``losses``/``seeds`` to make it a grid."""
+  ablation = ml_collections.ConfigDict()
+  ablation.mode = "sweep"               # one axis at a time from config.loss; or "product"
+  ablation.gammas = ml_collections.FieldReference((), field_type=tuple)
+  ablation.margins = ml_collections.FieldReference((), field_type=tuple)
+  ablation.grad_through_alpha = (False,)
+  ablation.losses = ml_collections.FieldReference((), field_type=tuple)
+  ablation.seeds = ml_collections.FieldReference((), field_type=tuple)  # () = (config.seed,)
+  ablation.members = "auto"             # how one program runs them: vmap, unroll, map
+  ablation.num_devices = 0
+  return ablation

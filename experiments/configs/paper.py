@@ -108,10 +108,12 @@ def face(loss_name: str, arg: str | None, **hparams) -> ml_collections.ConfigDic
   config.optimizer.warmup_steps = 0
   config.optimizer.momentum = 0.9
   config.optimizer.weight_decay = 5e-4
-  config.eval.ks = (1,)
   config.eval.batch_size = 256
-  config.eval.num_folds = 10
-  config.eval.fars = (1e-3, 1e-4, 1e-5)
+  config.evals = ml_collections.ConfigDict()
+  config.evals.verification = ml_collections.ConfigDict({"type": "verification", "num_folds": 10})
+  # Measured where config.data.ijb_path names IJB-style templates.
+  config.evals.tar_at_far = ml_collections.ConfigDict(
+      {"type": "tar_at_far", "fars": (1e-3, 1e-4, 1e-5)})
   if local:
     config.data.image_size = (32, 32)
     config.data.num_workers = 2
@@ -149,8 +151,9 @@ def reid(loss_name: str, arg: str | None, **hparams) -> ml_collections.ConfigDic
   config.optimizer.schedule = "cosine"
   config.optimizer.warmup_steps = 2_000
   config.optimizer.weight_decay = 5e-4
-  config.eval.ks = (1, 5, 10)             # CMC ranks
   config.eval.batch_size = 256
+  config.evals = ml_collections.ConfigDict()
+  config.evals.reid = ml_collections.ConfigDict({"type": "cmc_map", "ranks": (1, 5, 10)})
   config.eval.block_size = 256
   if local:
     config.data.image_size = (32, 16)
@@ -191,8 +194,10 @@ def fine_grained(loss_name: str, arg: str | None, **hparams) -> ml_collections.C
   config.optimizer.schedule = "cosine"
   config.optimizer.warmup_steps = 500
   config.optimizer.weight_decay = 5e-4
-  config.eval.ks = (1, 10, 100, 1000) if variant == "sop" else (1, 2, 4, 8)
   config.eval.batch_size = 256
+  config.evals = ml_collections.ConfigDict()
+  config.evals.retrieval = ml_collections.ConfigDict(
+      {"type": "recall", "ks": (1, 10, 100, 1000) if variant == "sop" else (1, 2, 4, 8)})
   config.eval.block_size = 1024
   if local:
     config.data.image_size = (32, 32)

@@ -1,4 +1,5 @@
-"""experiments/ablate.py: the grid from a config, and a tiny one-program-vs-sequential run."""
+"""experiments/grid.py (experiments.ablate): the grid from a config, seeds as an axis, and a tiny
+one-program-vs-sequential run."""
 
 import json
 import os
@@ -7,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import ablate
-from experiments import train as train_lib
+from experiments import builder
+from experiments import grid as ablate
 from experiments.configs import ablate as ablate_config
 
 
@@ -37,11 +38,21 @@ def test_members_sweep_product_alpha_and_losses():
   assert sum(bool(m.options) for m in members) == 4
   assert {m.loss for m in members} == {"circle_class", "am_softmax"}
   c.ablation.mode = "grid"
-  with pytest.raises(train_lib.ConfigError, match="config.ablation.mode: 'grid'"):
+  with pytest.raises(builder.ConfigError, match="config.ablation.mode: 'grid'"):
     ablate.members_from_config(c)
   c.ablation.mode, c.ablation.losses = "sweep", ("circel",)
-  with pytest.raises(train_lib.ConfigError, match="unknown loss name 'circel'"):
+  with pytest.raises(builder.ConfigError, match="unknown loss name 'circel'"):
     ablate.members_from_config(c)
+  # Seeds are an axis: every member once per seed; none given is config.seed alone.
+  c.ablation.losses, c.ablation.gammas, c.ablation.margins = (), (32.0, 64.0), ()
+  assert ablate.grid_from_config(c)[1] == [c.seed, c.seed]
+  c.ablation.seeds = (0, 1, 2)
+  members, seeds = ablate.grid_from_config(c)
+  assert seeds == [0, 1, 2, 0, 1, 2] and [m.hparams["gamma"] for m in members] == [32.0] * 3 + [64.0] * 3
+  # Every training config has an ablation section: by default its own loss alone.
+  from experiments.configs import default
+  members, seeds = ablate.grid_from_config(default.get_config())
+  assert [(m.loss, dict(m.hparams)) for m in members] == [("circle_pair", {"gamma": 80.0, "margin": 0.4})]
 
 
 def test_member_strategy_from_config(tmp_path):
@@ -52,10 +63,10 @@ def test_member_strategy_from_config(tmp_path):
     c.ablation.members = value
     assert ablate.member_strategy(c) == value
   c.ablation.members = "pmap"
-  with pytest.raises(train_lib.ConfigError,
+  with pytest.raises(builder.ConfigError,
                      match="config.ablation.members: 'pmap'; known: 'auto', 'vmap', 'unroll', 'map'"):
     ablate.member_strategy(c)
-  with pytest.raises(train_lib.ConfigError, match="config.ablation.members: 'pmap'"):
+  with pytest.raises(builder.ConfigError, match="config.ablation.members: 'pmap'"):
     ablate.run(c, str(tmp_path), sequential=False)
 
 
@@ -74,8 +85,8 @@ def test_tiny_ablation_matches_its_sequential_runs(tmp_path, capsys):
   # few of 2,500 queries whose nearest neighbours are within float rounding of each other
   # (a 3-step tiny model has many such near-ties; 10 queries = 0.4 points).
   np.testing.assert_allclose(record["final_loss"], record["sequential_final_loss"], rtol=1e-4)
-  for a, b in zip(record["recall"], record["sequential_recall"]):
-    assert abs(a["1"] - b["1"]) <= 0.004 + 1e-9
+  for a, b in zip(record["metrics"], record["sequential_metrics"]):
+    assert abs(a["recall@1"] - b["recall@1"]) <= 0.004 + 1e-9
   # Different γ really trained different models.
   assert len({round(v, 3) for v in record["final_loss"]}) == 3
   # The other strategy of the override trains the same members to the same losses, to the
@@ -83,6 +94,18 @@ def test_tiny_ablation_matches_its_sequential_runs(tmp_path, capsys):
   # sequential runs).
   c.ablation.members = "vmap" if strategy != "vmap" else "unroll"
   members = ablate.members_from_config(c)
-  other = ablate.run_grid(ablate.make_setup(c, members), members, say=lambda *a, **k: None)
+  other = ablate.run_grid(ablate.make_setup(c, members), say=lambda *a, **k: None)
   assert other["member_strategy"] == c.ablation.members
   np.testing.assert_allclose(other["final_loss"], record["final_loss"], rtol=1e-4)
+
+
+def test_seeds_axis_reports_mean_and_std_over_seeds(tmp_path, capsys):
+  c = _tiny(ablate_config.get_config())
+  c.ablation.gammas, c.ablation.margins, c.ablation.seeds = (32.0,), (), (0, 1)
+  record = ablate.run(c, str(tmp_path), sequential=False)
+  assert [m["seed"] for m in record["members"]] == [0, 1]
+  r1 = [r["recall@1"] for r in record["metrics"]]
+  assert r1[0] != r1[1]   # the seeds trained different models
+  (stats,) = record["over_seeds"].values()
+  assert stats["recall@1"] == pytest.approx([np.mean(r1), np.std(r1)])
+  assert "mean ± std over 2 seeds" in capsys.readouterr().out

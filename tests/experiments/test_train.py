@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from circle_jax import training
+from experiments import builder
 from experiments import train
 from experiments.configs import class_disjoint
 from experiments.configs import closed_set
@@ -140,9 +141,18 @@ def test_class_proxies_on_a_model_axis_train_like_one_device(tmp_path, capsys):
         (lambda c: c.data.__delattr__("name"), r"config.data.name: missing field"),
         (lambda c: c.model.__setattr__("name", "vgg"), r"config.model: unknown model name 'vgg'"),
         (lambda c: c.optimizer.__setattr__("name", "adam"), r"unknown optimizer 'adam'"),
-        (lambda c: c.eval.__setattr__("ks", (1, 0)), r"config.eval.ks: every k must be a positive"),
+        (lambda c: c.evals.retrieval.__setattr__("ks", (1, 0)),
+         r"config.evals.retrieval.ks: every k must be a positive"),
+        (lambda c: c.evals.retrieval.__setattr__("type", "recal"),
+         r"config.evals.retrieval.type: 'recal'; known: recall, cmc_map, verification, tar_at_far"),
+        (lambda c: c.evals.retrieval.__setattr__("rank", 3),
+         r"config.evals.retrieval: unknown field\(s\) \['rank'\]"),
+        (lambda c: c.evals.__setattr__("reid", {"type": "cmc_map"}),
+         r"config.evals.reid: type 'cmc_map' reads the dataset's 'query' set"),
+        (lambda c: c.evals.retrieval.__setattr__("ks", (1, 2500)),
+         r"config.evals.retrieval.ks: k = 2500 ≥ the 2500 test images"),
         (lambda c: c.batch.__setattr__("classes_per_batch", 9), r"only 5 training classes"),
-        (lambda c: c.__setattr__("num_steps", 0), r"config.num_steps: must be ≥ 1"),
+        (lambda c: c.__setattr__("num_steps", 0), r"config.num_steps: must be an int ≥ 1"),
         (lambda c: c.data.__setattr__("split", "random"), r"config.data.split: unknown split"),
         (lambda c: c.data.__setattr__("split", "by_image"),
          r"config.data.test_classes: split 'by_image' retrieves the training classes"),
@@ -165,20 +175,26 @@ def test_class_proxies_on_a_model_axis_train_like_one_device(tmp_path, capsys):
 def test_broken_configs_name_the_field(mutate, match):
   c = class_disjoint.get_config()  # the messages name its 5 classes and P × K
   mutate(c)
-  with pytest.raises(train.ConfigError, match=match):
-    train.validate_config(c)
+  with pytest.raises(builder.ConfigError, match=match):
+    builder.build(c)   # the bundled digits open in a second: the data-side checks run too
 
 
 def test_wrong_types_name_the_field():
   import ml_collections
+  # A config file's fields lock their types: ml_collections refuses the assignment
+  # (and the command line's --config.num_steps=ten, when the flags are parsed).
+  c = class_disjoint.get_config()
+  with pytest.raises(TypeError, match=r"num_steps"):
+    c.num_steps = "ten"
+  # A config built without type safety still fails its build, naming the field.
   c = ml_collections.ConfigDict(class_disjoint.get_config().to_dict(), type_safe=False)
   c.num_steps = "ten"
-  with pytest.raises(train.ConfigError, match=r"config.num_steps: expected int, got str 'ten'"):
-    train.validate_config(c)
+  with pytest.raises(builder.ConfigError, match=r"config.num_steps: must be an int ≥ 1, got 'ten'"):
+    builder.build(c, data=False)
   c = ml_collections.ConfigDict(class_disjoint.get_config().to_dict(), type_safe=False)
   c.distributed = 1
-  with pytest.raises(train.ConfigError, match=r"config.distributed: expected bool"):
-    train.validate_config(c)
+  with pytest.raises(builder.ConfigError, match=r"config.distributed: expected bool"):
+    builder.build(c, data=False)
 
 
 def test_devices_must_split_evenly_over_the_processes(monkeypatch):
@@ -187,22 +203,22 @@ def test_devices_must_split_evenly_over_the_processes(monkeypatch):
   monkeypatch.setattr(jax, "process_count", lambda: 3)
   c = class_disjoint.get_config()
   c.num_devices = 4
-  with pytest.raises(train.ConfigError, match=r"config.num_devices: 4 devices do not split "
+  with pytest.raises(builder.ConfigError, match=r"config.num_devices: 4 devices do not split "
                                               r"evenly over the 3 processes"):
-    train.validate_config(c)
+    builder.build(c, data=False)
   c.num_devices, c.batch.images_per_class = 6, 24
-  train.validate_config(c)
+  builder.build(c, data=False)
 
 
 def test_input_fields_are_checked():
   c = default.get_config()
   c.data.num_workers = -1
-  with pytest.raises(train.ConfigError, match=r"config.data.num_workers: must be an int ≥ 0"):
-    train.validate_config(c)
+  with pytest.raises(builder.ConfigError, match=r"config.data.num_workers: must be an int ≥ 0"):
+    builder.build(c, data=False)
   c = default.get_config()
   c.data.prefetch = 0
-  with pytest.raises(train.ConfigError, match=r"config.data.prefetch: must be an int ≥ 1"):
-    train.validate_config(c)
+  with pytest.raises(builder.ConfigError, match=r"config.data.prefetch: must be an int ≥ 1"):
+    builder.build(c, data=False)
 
 
 def test_missing_data_file(tmp_path):
@@ -317,7 +333,7 @@ def test_closed_set_protocol_applies_to_every_loss_config(name):
   config = importlib.import_module(f"experiments.configs.{name}").get_config()
   loss, model = config.loss.to_dict(), config.model.to_dict()
   config = closed_set.apply(config)
-  train.validate_config(config)
+  builder.build(config, data=False)
   assert config.loss.to_dict() == loss and config.model.to_dict() == model
   assert config.data.split == "by_image" and tuple(config.data.test_classes) == tuple(range(10))
   assert config.batch.classes_per_batch == 10

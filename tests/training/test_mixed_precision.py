@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from circle_jax import training
+from experiments import builder
 from experiments import train
 from experiments.configs import default
 from experiments.configs import paper
@@ -148,9 +149,9 @@ def test_make_backbone_takes_dtype_by_name_or_dtype_and_rejects_others():
 def test_bad_dtype_is_a_config_error():
   c = default.get_config()
   c.model.dtype = "float16"
-  with pytest.raises(train.ConfigError,
+  with pytest.raises(builder.ConfigError,
                      match=r"^config.model: dtype: expected one of 'float32', 'bfloat16' .*"
                            r"got 'float16'$"):
-    train.validate_config(c)
+    builder.build(c, data=False)
   c.model.dtype = "bfloat16"
-  train.validate_config(c)
+  builder.build(c, data=False)

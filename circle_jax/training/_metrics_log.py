@@ -1,4 +1,4 @@
-"""Metrics as JSON lines, appended and flushed to disk as they are written, and as TensorBoard scalars."""
+"""Metrics as JSON lines, appended and flushed as they are written; as TensorBoard scalars too."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 class MetricsLog:
-  """A run's metrics: ``<workdir>/metrics.jsonl`` and TensorBoard event files in ``<workdir>/tensorboard``.
+  """A run's metrics: ``<workdir>/metrics.jsonl`` and TensorBoard files in ``<workdir>/tensorboard``.
 
   Every record goes whole to ``metrics.jsonl`` (a `JsonlWriter`: appended,
   flushed; NaN is written as JSON's ``NaN``), first, so the JSON file stays
@@ -129,7 +129,8 @@ class MetricsLog:
     ...     log.write({"step": 10, "event": "eval", "recall@1": 0.9})
     ...   print(read_jsonl(os.path.join(d, "metrics.jsonl")))
     ...   print(sorted(os.listdir(d)), len(os.listdir(os.path.join(d, "tensorboard"))))
-    [{'step': 10, 'loss': 0.5, 'learning_rate': 0.001}, {'step': 10, 'event': 'eval', 'recall@1': 0.9}]
+    [{'step': 10, 'loss': 0.5, 'learning_rate': 0.001},
+     {'step': 10, 'event': 'eval', 'recall@1': 0.9}]
     ['metrics.jsonl', 'tensorboard'] 1
 
   View with ``tensorboard --logdir <workdir>/tensorboard``.

@@ -24,7 +24,10 @@ Metrics go to ``workdir/metrics.jsonl``, one JSON object per line, flushed as
 written; the file is only ever appended to. Lines logged after the last
 checkpoint of a killed run are logged again (with the same values) by the
 resumed run, after a ``{"event": "resume", "step": s}`` line: readers keep the
-last record of each step.
+last record of each step. Their numbers also go to TensorBoard event files in
+``workdir/tensorboard`` (``train/loss``, ``train/learning_rate``, …,
+``eval/<metric>``; a new file per run, resumed ones included):
+``tensorboard --logdir <workdir>/tensorboard``.
 """
 
 from __future__ import annotations
@@ -132,7 +135,7 @@ def _train_and_evaluate(setup: builder.Setup, workdir: str) -> dict:
   ckpt = training.Checkpointer(os.path.join(workdir, "checkpoints"),
                                every_steps=config.checkpoint_every,
                                max_to_keep=config.max_checkpoints)
-  log = training.JsonlWriter(os.path.join(workdir, "metrics.jsonl")) if is_main else None
+  log = training.MetricsLog(workdir) if is_main else None  # metrics.jsonl and tensorboard/
   # The newest checkpoint that restores whole; damaged newer ones are set aside.
   state, resumed_from, data_position = ckpt.restore_newest_good(state, say=say)
   if resumed_from is not None:
@@ -200,6 +203,7 @@ def _train_and_evaluate(setup: builder.Setup, workdir: str) -> dict:
   results = evaluators_lib.evaluate(setup.evaluators, embed)
   if is_main:
     log.write({"step": config.num_steps, "event": "eval", **evaluators_lib.flatten(results)})
+    log.close()
   input_stats = {"process": process, "num_processes": num_processes,
                  "steps": config.num_steps - first_step, "rows_per_batch": len(rows),
                  "train_images_decoded": batches.decoded, "eval_images_decoded": embed.decoded,

@@ -1,4 +1,4 @@
-"""Training: losses by name, vmapped hyper-parameter ablations, TrainState with batch_stats, optimisers, sharded steps, checkpoints.
+"""Training: losses by name, vmapped hyper-parameter ablations, TrainState with batch_stats, optimisers, sharded steps, checkpoints, metrics logs (JSON lines and TensorBoard).
 
 Sharded steps: the batch over every device of a ``('data', 'model')`` mesh, and
 for ``circle_class`` the class proxies split along ``'model'`` (:func:`make_mesh_loss`).
@@ -26,6 +26,7 @@ from circle_jax.training._loss_registry import get_loss_spec
 from circle_jax.training._loss_registry import make_hparam_loss
 from circle_jax.training._loss_registry import make_loss
 from circle_jax.training._metrics_log import JsonlWriter
+from circle_jax.training._metrics_log import MetricsLog
 from circle_jax.training._metrics_log import WorkdirInUseError
 from circle_jax.training._metrics_log import WorkdirLock
 from circle_jax.training._metrics_log import read_jsonl
@@ -54,6 +55,7 @@ from circle_jax.training._state import TrainState
 from circle_jax.training._state import create_train_state
 from circle_jax.training._steps import embed_step
 from circle_jax.training._steps import train_step
+from circle_jax.training._tensorboard import TensorBoardWriter
 
 __all__ = (
     "Ablation",
@@ -68,7 +70,9 @@ __all__ = (
     "MEMBER_STRATEGIES",
     "MeshPrefetcher",
     "MetricModel",
+    "MetricsLog",
     "SHARDED_CLASS_LOSSES",
+    "TensorBoardWriter",
     "TrainState",
     "ablation_embed_step",
     "ablation_loss",

@@ -1,4 +1,4 @@
-"""Metrics as JSON lines, appended and flushed to disk as they are written."""
+"""Metrics as JSON lines, appended and flushed as they are written; as TensorBoard scalars too."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import warnings
 from typing import Any, Mapping
 
 import numpy as np
+
+from circle_jax.training._tensorboard import TensorBoardWriter
+from circle_jax.training._tensorboard import is_scalar
 
 
 def _plain(value):
@@ -99,6 +102,66 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         continue
       records.append(record)
   return records
+
+
+class MetricsLog:
+  """A run's metrics: ``<workdir>/metrics.jsonl`` and TensorBoard files in ``<workdir>/tensorboard``.
+
+  Every record goes whole to ``metrics.jsonl`` (a `JsonlWriter`: appended,
+  flushed; NaN is written as JSON's ``NaN``), first, so the JSON file stays
+  the complete log. Its real-number fields, other than ``step`` and
+  ``event``, then go to TensorBoard at its ``step`` (`TensorBoardWriter`: a new
+  event file per ``MetricsLog``, NaN written as it is), named by the record's
+  kind:
+
+  * no ``event`` (a training record): ``train/<name>``, e.g. ``train/loss``;
+  * ``"event": "eval"``, or any other event: ``<event>/<name>``, e.g.
+    ``eval/recall@1``;
+  * ``"event": "resume"``: nothing, it marks the log, it measures nothing.
+
+  Strings, lists, bools and records without a ``step`` are not plotted.
+
+  Example:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...   with MetricsLog(d) as log:
+    ...     log.write({"step": 10, "loss": 0.5, "learning_rate": 1e-3})
+    ...     log.write({"step": 10, "event": "eval", "recall@1": 0.9})
+    ...   print(read_jsonl(os.path.join(d, "metrics.jsonl")))
+    ...   print(sorted(os.listdir(d)), len(os.listdir(os.path.join(d, "tensorboard"))))
+    [{'step': 10, 'loss': 0.5, 'learning_rate': 0.001},
+     {'step': 10, 'event': 'eval', 'recall@1': 0.9}]
+    ['metrics.jsonl', 'tensorboard'] 1
+
+  View with ``tensorboard --logdir <workdir>/tensorboard``.
+  """
+
+  # Markers of the log: in metrics.jsonl only.
+  JSONL_ONLY_EVENTS = ("resume",)
+
+  def __init__(self, workdir: str | os.PathLike):
+    workdir = os.fspath(workdir)
+    self.jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
+    self.tensorboard = TensorBoardWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, record: Mapping[str, Any]) -> None:
+    self.jsonl.write(record)
+    event = record.get("event")
+    if "step" not in record or event in self.JSONL_ONLY_EVENTS:
+      return
+    group = "train" if event is None else str(event)
+    scalars = {f"{group}/{name}": value for name, value in record.items()
+               if name not in ("step", "event") and is_scalar(value)}
+    self.tensorboard.write_scalars(int(record["step"]), scalars)
+
+  def close(self) -> None:
+    self.tensorboard.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
 
 
 class WorkdirInUseError(RuntimeError):

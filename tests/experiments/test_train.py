@@ -14,6 +14,7 @@ from experiments import train
 from experiments.configs import class_disjoint
 from experiments.configs import closed_set
 from experiments.configs import default
+from tests.training.test_tensorboard import read_scalars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,6 +54,10 @@ def test_the_default_run_beats_raw_pixels(tmp_path, capsys):
   # 0.9624); a point of margin is asked for.
   assert result["recall"][1] > result["raw_pixels"][1] + 0.01
   assert records[-1]["event"] == "eval" and records[-1]["recall@1"] == result["recall"][1]
+  # The same numbers in TensorBoard (32-bit): train/… at each logged step, eval/… at the end.
+  assert [(s, tag, v) for _, s, tag, v in read_scalars(tmp_path / "run" / "tensorboard")] == [
+      (r["step"], f"{r.get('event', 'train')}/{name}", np.float32(v))
+      for r in records for name, v in r.items() if name not in ("step", "event")]
 
 
 @pytest.mark.parametrize("loss", ["circle_pair", "am_softmax"])

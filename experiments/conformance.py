@@ -29,6 +29,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from experiments import absl_logging  # noqa: E402
 from experiments import cli  # noqa: E402
 from experiments import conformance_cases as cc  # noqa: E402
 
@@ -81,6 +82,7 @@ def markdown(rows) -> str:
 
 
 def main(argv):
+  absl_logging.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cases = [c for c in cc.all_cases() if FLAGS.only in c.name]

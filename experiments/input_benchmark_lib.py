@@ -182,7 +182,8 @@ def input_rates(source, spec: dict, cfg: dict, workers, threads) -> dict:
                      leave=False)
   for _ in range(cfg["rounds"]):
     for name, count, rows in loaders:
-      bar.set_postfix_str(f"{name}, {count} workers, {rows} rows")
+      bar.set_postfix_str(f"{name}, {count} {'workers' if name == 'grain' else 'threads'}, "
+                          f"{rows} rows")
       make = (lambda m: thread_pool_batches(source, m, threads=count, **kw)) if name != "grain" \
           else (lambda m: grain_iter(source, m, workers=count, rows=np.arange(rows), **kw))
       timed[(name, count, rows)].append(time_loader(make, n))

@@ -5,13 +5,15 @@ Runs every case of :mod:`experiments.conformance_cases` on the same random probl
 batches), prints one row per case with the worst value and gradient error seen,
 and writes the table as JSON and Markdown.
 
-Usage (from the repository root, after the README's install; about 2 minutes on
+Command, from the repository root after the README's install (about 2 minutes on
 2 CPU cores, most of it compilation):
 
-  .venv/bin/python -m experiments.conformance --out conformance_results
+  python -m experiments.conformance --out conformance_results
+  python -m experiments.conformance --problems=1 --only=keras   # a quick subset
 
 Flags: ``--problems`` random problems per case (default 8), ``--only`` a substring
-of the case names to run (e.g. ``keras``).
+of the case names to run (e.g. ``keras``). A progress bar over the cases goes to
+stderr when it is a terminal.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from experiments import absl_logging  # noqa: E402
+from experiments import cli  # noqa: E402
 from experiments import conformance_cases as cc  # noqa: E402
 
-_OUT = flags.DEFINE_string("out", "conformance_results", "Folder for conformance.json and .md.")
-_PROBLEMS = flags.DEFINE_integer("problems", 8, "Random problems per case.", lower_bound=1)
-_ONLY = flags.DEFINE_string("only", "", "Run only cases whose name contains this.")
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "conformance_results", "Folder for conformance.json and .md.")
+flags.DEFINE_integer("problems", 8, "Random problems per case.", lower_bound=1)
+flags.DEFINE_string("only", "", "Run only cases whose name contains this.")
 
 COLUMNS = ("reference", "loss", "variant", "dtype", "value abs", "value rel", "grad abs",
            "grad rel", "tolerance", "verdict")
@@ -40,7 +45,9 @@ COLUMNS = ("reference", "loss", "variant", "dtype", "value abs", "value rel", "g
 def run(cases, problems) -> list[dict]:
   """Worst errors of each case over the problems, as table rows."""
   rows = []
-  for case in cases:
+  bar = cli.progress(cases, desc="conformance", unit="case")
+  for case in bar:
+    bar.set_postfix_str(case.name)
     results = [cc.compare(case, p) for p in problems]
     rows.append({
         "name": case.name,
@@ -75,18 +82,19 @@ def markdown(rows) -> str:
 
 
 def main(argv):
+  absl_logging.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  cases = [c for c in cc.all_cases() if _ONLY.value in c.name]
+  cases = [c for c in cc.all_cases() if FLAGS.only in c.name]
   if not cases:
-    raise app.UsageError(f"--only={_ONLY.value!r} matches no case")
-  problems = cc.problems(_PROBLEMS.value)
+    raise app.UsageError(f"--only={FLAGS.only!r} matches no case")
+  problems = cc.problems(FLAGS.problems)
   start = time.perf_counter()
   rows = run(cases, problems)
   table = markdown(rows)
   print(table)
   print(f"{len(rows)} cases × {len(problems)} problems in {time.perf_counter() - start:.0f} s")
-  out = pathlib.Path(_OUT.value)
+  out = pathlib.Path(FLAGS.out)
   out.mkdir(parents=True, exist_ok=True)
   (out / "conformance.json").write_text(json.dumps(rows, indent=1))
   (out / "conformance.md").write_text(table)
@@ -99,4 +107,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

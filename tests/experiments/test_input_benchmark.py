@@ -1,15 +1,20 @@
 """experiments/input_benchmark.py --quick: every section runs and the JSON holds its figures."""
 
 import json
+import os
+import subprocess
+import sys
 
-from experiments import input_benchmark
+from experiments import input_benchmark_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_quick_input_benchmark(tmp_path, capsys):
   out = tmp_path / "bench.json"
   # One training run (1 worker): the 0-worker one adds a compile, not a code path.
-  results = input_benchmark.run(str(tmp_path), quick=True, workers=(0, 1), threads=(1,),
-                                train_workers=(1,), out=str(out))
+  results = input_benchmark_lib.run(str(tmp_path), quick=True, workers=(0, 1), threads=(1,),
+                                    train_workers=(1,), out=str(out))
   printed = capsys.readouterr().out
   saved = json.loads(out.read_text())
   assert saved["quick"] and saved["total_seconds"] > 0
@@ -26,8 +31,16 @@ def test_quick_input_benchmark(tmp_path, capsys):
     assert d["half_rows"]["rows"] == d["batch"] // 2
   assert [r["num_workers"] for r in saved["training"]] == [1]
   for r in saved["training"]:
-    assert r["steps"] == input_benchmark.QUICK["train_steps"] and r["train_seconds"] > 0
+    assert r["steps"] == input_benchmark_lib.QUICK["train_steps"] and r["train_seconds"] > 0
     assert 0 <= r["wait_fraction"] <= 1 and 0 <= r["wait_fraction_after_first_window"] <= 1
   assert "| loader | workers | images/s | start-up s | ratio to thread pool |" in printed
   assert "Start: load average" in printed and "End: load average" in printed
   assert results["datasets"].keys() == saved["datasets"].keys()
+
+
+def test_cli_names_an_unknown_flag_in_one_line():
+  done = subprocess.run([sys.executable, "-m", "experiments.input_benchmark", "--quik"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode != 0
+  assert done.stderr.strip().splitlines()[-1].startswith(
+      "error: Unknown command line flag 'quik'"), done.stderr[-2000:]

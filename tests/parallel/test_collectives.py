@@ -8,20 +8,20 @@ embeddings (and their gradient).
 import jax
 import pytest
 
-from experiments import benchmark
+from experiments import benchmark_lib
 from tests.parallel.conftest import NUM_DEVICES
 
 BATCH, DIM = 32, 8
 
 
 def program(classes, chunk_size):
-  return benchmark.sharded_program(classes, BATCH, DIM, chunk_size,
-                                   jax.devices()[:NUM_DEVICES])
+  return benchmark_lib.sharded_program(classes, BATCH, DIM, chunk_size,
+                                       jax.devices()[:NUM_DEVICES])
 
 
 @pytest.mark.parametrize("chunk_size", [None, 64])
 def test_no_collective_depends_on_the_number_of_classes(mesh, chunk_size):
-  found = {c: benchmark.collectives(program(c, chunk_size).as_text())
+  found = {c: benchmark_lib.collectives(program(c, chunk_size).as_text())
            for c in (NUM_DEVICES * 256, NUM_DEVICES * 4096)}
   signature = lambda cs: sorted((c["op"], tuple(c["shapes"])) for c in cs)
   small, large = found.values()
@@ -41,7 +41,7 @@ def test_parser_reads_async_and_tuple_collectives():
   %ar = (f32[32]{0}, s32[]) all-reduce(f32[32]{0} %a, s32[] %b), to_apply=%add
   %cp = bf16[16,2]{1,0} collective-permute(bf16[16,2]{1,0} %c), source_target_pairs={{0,1}}
   """
-  assert benchmark.collectives(hlo) == [
+  assert benchmark_lib.collectives(hlo) == [
       dict(op="all-gather", shapes=["f32[32,8]"], bytes=32 * 8 * 4),
       dict(op="all-reduce", shapes=["f32[32]", "s32[]"], bytes=32 * 4 + 4),
       dict(op="collective-permute", shapes=["bf16[16,2]"], bytes=16 * 2 * 2),

@@ -21,6 +21,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import absl_logging
+from experiments import cli
 from experiments import builder
 from experiments import grid
 
@@ -45,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

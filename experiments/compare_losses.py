@@ -25,6 +25,7 @@ from absl import app
 from absl import flags
 
 from experiments import absl_logging
+from experiments import cli
 from experiments import builder
 from experiments import grid
 from experiments.configs import closed_set
@@ -105,4 +106,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -14,6 +14,7 @@ from absl import app
 from absl import flags
 
 from experiments import absl_logging
+from experiments import cli
 from experiments import paper_figures
 
 FLAGS = flags.FLAGS
@@ -38,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 
 from circle_jax import training
 from experiments import builder
+from experiments import cli
 from experiments import evaluators as evaluators_lib
 from experiments import train as train_lib
 
@@ -277,7 +277,7 @@ def run_grid(setup: AblationSetup, *, probe: Callable | None = None, say=print,
   step_fn = training.jit_ablation_step(ablation, mesh, batch_axis=batches.batch_axis,
                                        member_strategy=strategy)
   metrics = None
-  for step in tqdm.trange(c.num_steps, desc=f"grid ({strategy})", unit="step", disable=None):
+  for step in cli.progress(range(c.num_steps), desc=f"grid ({strategy})", unit="step"):
     state, metrics = step_fn(state, next(batches), rngs)
     if probe is not None:
       probe(step + 1, state)
@@ -304,7 +304,7 @@ def run_sequential(setup: AblationSetup, *, say=print) -> dict:
   mesh = training.make_mesh(1)
   batches = _MemberBatches(setup)
   states, final = [], []
-  for i, m in enumerate(tqdm.tqdm(setup.members, desc="sequential", unit="member", disable=None)):
+  for i, m in enumerate(cli.progress(setup.members, desc="sequential", unit="member")):
     _, loss_fn = training.make_loss(m.loss, {**m.hparams, **m.options})
     state = training.create_train_state(setup.base.model, setup.base.tx, setup.init_rngs[i],
                                         jnp.asarray(setup.base.dataset.init_images()))

@@ -35,6 +35,7 @@ from circle_jax import data as cdata
 from circle_jax import training
 from experiments import absl_logging
 from experiments import builder
+from experiments import cli
 from experiments import train
 
 FLAGS = flags.FLAGS
@@ -130,29 +131,5 @@ def main(argv):
   os._exit(1)  # pylint: disable=protected-access
 
 
-def parse_flags(argv):
-  """absl's flag parsing, with a bad ``--config.<field>`` override as one line.
-
-  ml_collections reports an unknown field by raising from deep inside the flag
-  parser (a 55-line trace whose last line has the "Did you mean"); say which
-  argument it was and what the config has instead.
-  """
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    raise SystemExit(f"error: {e}") from None
-  except (AttributeError, KeyError) as e:
-    detail = e
-    while isinstance(detail, BaseException) and detail.args:  # AttributeError(KeyError(msg))
-      detail = detail.args[0]
-    name, _, hint = str(detail).partition("\n")
-    name = name.strip("'\"")
-    culprit = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")
-               and name in a.split("=", 1)[0].split(".")]
-    arg = culprit[0] if culprit else "--config"
-    raise SystemExit(f"error: {arg}: the config has no field {name!r}"
-                     + (f"; {hint.strip()}" if hint.strip() else "")) from None
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 
 import circle_jax as cj  # noqa: E402
 from circle_jax import training  # noqa: E402
-from experiments import grid  # noqa: E402
+from experiments import grid as grid_lib  # noqa: E402
 from experiments.configs import ablate as ablate_config  # noqa: E402
 from experiments.configs import am_softmax as am_config  # noqa: E402
 from experiments.configs import arcface as arc_config  # noqa: E402
@@ -188,11 +188,11 @@ def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, seeds=(0, 1
   results = {}
   for loss in _LOSS_CONFIGS:
     config = _ablation_config(loss, tiny, gammas, margins, steps, seeds)
-    members, member_seeds = grid.grid_from_config(config)
-    setup = grid.make_setup(config, members, member_seeds)
+    members, member_seeds = grid_lib.grid_from_config(config)
+    setup = grid_lib.make_setup(config, members, member_seeds)
     say(f"Fig. 3: {_LABELS[loss]}, {len(members)} members ({len(seeds)} seeds), "
         f"{config.num_steps} steps", flush=True)
-    out = grid.run_grid(setup, say=say, nonfinite="mark")
+    out = grid_lib.run_grid(setup, say=say, nonfinite="mark")
     base = {k: float(config.loss[k]) for k in ("gamma", "margin")}
     by_point: dict[tuple, list] = {}
     for m, r in zip(members, out["metrics"]):
@@ -251,14 +251,14 @@ def fig_training(path4: str, path5: str, *, tiny: bool = False, say=print) -> di
       training.Member("circle_class", {"gamma": float(circle.loss.gamma),
                                        "margin": FIG5_MARGINS["circle"]}),
   ]
-  setup = grid.make_setup(config, members)
+  setup = grid_lib.make_setup(config, members)
   per_class = 20 if tiny else 100
   data = setup.base.dataset.data
   labels = data.train_labels
   idx = np.concatenate([np.flatnonzero(labels == c)[:per_class]
                         for c in range(data.num_train_classes)])
   probe_images, probe_labels = jnp.asarray(data.train_images[idx]), labels[idx]
-  strategy = grid.member_strategy(config)
+  strategy = grid_lib.member_strategy(config)
   embed = jax.jit(lambda state: (training.ablation_embed_step(state, probe_images,
                                                               member_strategy=strategy),
                                  state.params["class_weights"]))
@@ -277,7 +277,7 @@ def fig_training(path4: str, path5: str, *, tiny: bool = False, say=print) -> di
   probe0()
   say(f"Fig. 4/5: {len(members)} members, {config.num_steps} steps, probing "
       f"{len(idx)} training images after every step", flush=True)
-  out = grid.run_grid(setup, probe=probe, say=say)
+  out = grid_lib.run_grid(setup, probe=probe, say=say)
   sp = np.stack([s[0] for s in snapshots], 1)                # [N, T + 1, P]
   sn = np.stack([s[1] for s in snapshots], 1)                # [N, T + 1, P, C − 1]
   sn_max = sn.max(-1)
@@ -340,7 +340,7 @@ def fig_training(path4: str, path5: str, *, tiny: bool = False, say=print) -> di
   fig.tight_layout()
   fig.savefig(path5, dpi=110)
   plt.close(fig)
-  return {"members": [grid.member_label(m) for m in members], "steps": int(steps[-1]),
+  return {"members": [grid_lib.member_label(m) for m in members], "steps": int(steps[-1]),
           "mean_sp": {names[i]: sp[i].mean(-1).tolist() for i in range(3)},
           "mean_sn": {names[i]: sn[i].mean((-1, -2)).tolist() for i in range(3)},
           "fig5": summary, "seconds": out["seconds"],

@@ -46,6 +46,7 @@ import tqdm
 from circle_jax import data as cdata
 from circle_jax import training
 from experiments import builder
+from experiments import cli
 from experiments import evaluators as evaluators_lib
 
 
@@ -163,8 +164,8 @@ def _train_and_evaluate(setup: builder.Setup, workdir: str) -> dict:
   t_train = t_log = time.time()
   wait_log = 0.0
   # On a terminal only (disable=None), and on the first process.
-  bar = tqdm.tqdm(total=config.num_steps, initial=first_step, unit="step", desc="train",
-                  disable=None if is_main else True, dynamic_ncols=True)
+  bar = cli.progress(total=config.num_steps, initial=first_step, unit="step", desc="train",
+                     **({} if is_main else {"disable": True}))
   try:
     for step in range(first_step, config.num_steps):
       meta, batch, position = next(batches)

@@ -45,6 +45,7 @@ def test_members_sweep_product_alpha_and_losses():
     ablate.members_from_config(c)
   # Seeds are an axis: every member once per seed; none given is config.seed alone.
   c.ablation.losses, c.ablation.gammas, c.ablation.margins = (), (32.0, 64.0), ()
+  c.ablation.grad_through_alpha = (False,)
   assert ablate.grid_from_config(c)[1] == [c.seed, c.seed]
   c.ablation.seeds = (0, 1, 2)
   members, seeds = ablate.grid_from_config(c)

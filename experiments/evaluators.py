@@ -279,14 +279,16 @@ def tables(results: Mapping[str, Any], label: str) -> str:
 
 
 def mean_and_std(runs: list[Mapping[str, float]]) -> dict[str, tuple[float, float]]:
-  """Flat metrics of several runs (seeds) → ``{name: (mean, std)}`` (population std).
+  """Flat metrics of several runs (seeds) → ``{name: (mean, std)}``: the sample standard
+  deviation (ddof = 1; 0 for a single run), as papers report the spread over seeds.
 
   Example:
-    >>> mean_and_std([{"recall@1": 0.9}, {"recall@1": 0.8}])["recall@1"]
-    (0.85, 0.05)
+    >>> mean_and_std([{"recall@1": 0.9}, {"recall@1": 0.8}, {"recall@1": 0.7}])["recall@1"]
+    (0.8, 0.1)
   """
   out = {}
   for name in runs[0]:
     values = np.array([r[name] for r in runs], np.float64)
-    out[name] = (round(float(values.mean()), 12), round(float(values.std()), 12))
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    out[name] = (round(float(values.mean()), 12), round(float(std), 12))
   return out

@@ -199,7 +199,8 @@ def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, seeds=(0, 1
       by_point.setdefault((m.hparams["gamma"], m.hparams["margin"]), []).append(r["recall@1"])
     # A setting that diverged for any seed is a diverged setting (NaN mean).
     rows = [{"gamma": g, "margin": mm, "recall@1": float(np.mean(v)),
-             "recall@1_std": float(np.std(v)), "recall@1_per_seed": v}
+             "recall@1_std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+             "recall@1_per_seed": v}
             for (g, mm), v in by_point.items()]
     results[loss] = {"base": base, "rows": rows, "seconds": out["seconds"],
                      "num_steps": config.num_steps, "seeds": list(seeds),

@@ -108,5 +108,5 @@ def test_seeds_axis_reports_mean_and_std_over_seeds(tmp_path, capsys):
   r1 = [r["recall@1"] for r in record["metrics"]]
   assert r1[0] != r1[1]   # the seeds trained different models
   (stats,) = record["over_seeds"].values()
-  assert stats["recall@1"] == pytest.approx([np.mean(r1), np.std(r1)])
+  assert stats["recall@1"] == pytest.approx([np.mean(r1), np.std(r1, ddof=1)])
   assert "mean ± std over 2 seeds" in capsys.readouterr().out

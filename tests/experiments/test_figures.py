@@ -53,7 +53,7 @@ def test_all_figures_in_a_tiny_setting(tmp_path, capsys):
     assert res["seeds"] == [0, 1]
     for r in res["rows"]:
       assert r["recall@1"] == pytest.approx(np.mean(r["recall@1_per_seed"]))
-      assert r["recall@1_std"] == pytest.approx(np.std(r["recall@1_per_seed"]))
+      assert r["recall@1_std"] == pytest.approx(np.std(r["recall@1_per_seed"], ddof=1))
   f45 = record["fig4_5"]
   assert len(f45["mean_sp"]) == 3 and all(len(v) == 4 for v in f45["mean_sp"].values())  # steps 0…3
   out = capsys.readouterr().out

@@ -266,7 +266,7 @@ def test_runlocal_configs_run_as_ablation_grids(synthetic, tmp_path):
   assert all(0 <= r["lfw_accuracy"] <= 1 for r in record["metrics"])
   (stats,) = record["over_seeds"].values()
   accs = [r["lfw_accuracy"] for r in record["metrics"]]
-  assert stats["lfw_accuracy"] == pytest.approx([np.mean(accs), np.std(accs)])
+  assert stats["lfw_accuracy"] == pytest.approx([np.mean(accs), np.std(accs, ddof=1)])
 
 
 def test_fine_grained_runlocal_config_runs_as_an_ablation_grid(tmp_path):

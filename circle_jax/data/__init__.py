@@ -54,7 +54,6 @@ from circle_jax.data._digits import load_mnist_5k
 from circle_jax.data._digits import mnist_5k_path
 from circle_jax.data._pipeline import RetrievalData
 from circle_jax.data._pipeline import load_retrieval_data
-from circle_jax.data._pipeline import train_batch
 from circle_jax.data._sampling import pk_batch_indices
 from circle_jax.data._sampling import shuffled_batch_indices
 from circle_jax.data._split import class_disjoint_split
@@ -111,6 +110,5 @@ __all__ = (
     "stratified_split",
     "tfds_eval_images",
     "tfds_train_batches",
-    "train_batch",
     "unpack_record",
 )

@@ -1,4 +1,4 @@
-"""The retrieval input pipeline: a train/test split and per-step training batches."""
+"""The bundled digits split into a training and a test side."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from circle_jax.data._augment import random_shift
 from circle_jax.data._digits import load_digits
-from circle_jax.data._sampling import pk_batch_indices
-from circle_jax.data._sampling import shuffled_batch_indices
 from circle_jax.data._split import class_disjoint_split
 from circle_jax.data._split import stratified_split
 
@@ -93,40 +90,3 @@ def load_retrieval_data(name: str = "mnist_5k", path: str | None = None, *,
       train_classes=classes,
   )
 
-
-def train_batch(data: RetrievalData, step: int, *, sampler: str, classes_per_batch: int,
-                images_per_class: int, seed: int, max_shift: int = 0) -> dict:
-  """The training batch of ``step``: a pure function of (data, seed, step).
-
-  Args:
-    data: from :func:`load_retrieval_data`.
-    step: the training step.
-    sampler: ``"pk"`` (P classes × K images, for pair-wise losses) or
-      ``"shuffle"`` (epochs of random permutations, for class-level losses).
-    classes_per_batch: P; with ``"shuffle"`` the batch size is P·K as well.
-    images_per_class: K.
-    seed: data seed.
-    max_shift: random translation in pixels (0: none).
-
-  Returns:
-    ``{"image": [P·K, H, W, 1] float32, "label": [P·K] int32}``.
-
-  Example:
-    >>> d = load_retrieval_data()
-    >>> b = train_batch(d, 3, sampler="pk", classes_per_batch=2, images_per_class=4, seed=0)
-    >>> b["image"].shape, b["label"].tolist()[:4] == [b["label"][0]] * 4
-    ((8, 28, 28, 1), True)
-  """
-  batch_size = classes_per_batch * images_per_class
-  if sampler == "pk":
-    idx = pk_batch_indices(data.train_labels, classes_per_batch, images_per_class,
-                           seed=seed, step=step)
-  elif sampler == "shuffle":
-    idx = shuffled_batch_indices(len(data.train_labels), batch_size, seed=seed, step=step)
-  else:
-    raise ValueError(f"train_batch: sampler must be 'pk' or 'shuffle', got {sampler!r}")
-  images = data.train_images[idx]
-  if max_shift:
-    # A stream of its own (the 1), so augmentation never repeats the sampler's draws.
-    images = random_shift(images, max_shift, np.random.default_rng([seed, step, 1]))
-  return {"image": images, "label": data.train_labels[idx]}

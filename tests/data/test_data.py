@@ -1,4 +1,4 @@
-"""Bundled digits reader, class-disjoint split, samplers, augmentation, pipeline."""
+"""Bundled digits reader and split, class-disjoint and stratified splits, samplers, augmentation."""
 
 import gzip
 
@@ -99,19 +99,6 @@ def test_random_shift_moves_content_by_at_most_max_shift(rng):
   assert out.sum() == 50 and np.abs(rows - 6).max() <= 2 and np.abs(cols - 6).max() <= 2
   assert len(set(zip(rows, cols))) > 5  # shifts differ between images
   assert data.random_shift(images, 0, rng) is images
-
-
-def test_pipeline_batches_are_functions_of_seed_and_step():
-  d = data.load_retrieval_data()
-  kw = dict(sampler="pk", classes_per_batch=5, images_per_class=4, seed=0, max_shift=2)
-  a, b = data.train_batch(d, 9, **kw), data.train_batch(d, 9, **kw)
-  np.testing.assert_array_equal(a["image"], b["image"])
-  assert a["image"].shape == (20, 28, 28, 1) and a["image"].max() <= 1.0
-  assert not np.array_equal(a["image"], data.train_batch(d, 10, **kw)["image"])
-  s = data.train_batch(d, 0, sampler="shuffle", classes_per_batch=5, images_per_class=4, seed=0)
-  assert s["label"].shape == (20,) and s["label"].max() < d.num_train_classes
-  with pytest.raises(ValueError, match="sampler"):
-    data.train_batch(d, 0, sampler="random", classes_per_batch=5, images_per_class=4, seed=0)
 
 
 def test_stratified_split_divides_every_class(digits):

@@ -28,7 +28,7 @@ def test_missing_file_names_the_path(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.csv.gz"):
     data.load_mnist_5k(missing)
   with pytest.raises(FileNotFoundError, match="nope.csv.gz"):
-    data.load_retrieval_data("mnist_5k", str(missing))
+    data.load_digits_split("mnist_5k", str(missing))
 
 
 def test_malformed_file_is_a_clear_error(tmp_path):
@@ -121,11 +121,11 @@ def test_stratified_split_divides_every_class(digits):
     data.stratified_split(np.array([0, 0, 2]), [0, 2])
 
 
-def test_retrieval_data_by_image():
-  d = data.load_retrieval_data(split="by_image", train_classes=range(10), test_classes=range(10))
+def test_digits_split_by_image():
+  d = data.load_digits_split(split="by_image", train_classes=range(10), test_classes=range(10))
   assert d.train_images.shape == d.test_images.shape == (2500, 28, 28, 1)
   assert sorted(set(d.test_labels.tolist())) == list(range(10))
   with pytest.raises(ValueError, match="must equal train_classes"):
-    data.load_retrieval_data(split="by_image")
+    data.load_digits_split(split="by_image")
   with pytest.raises(ValueError, match="split must be"):
-    data.load_retrieval_data(split="random")
+    data.load_digits_split(split="random")

@@ -58,7 +58,7 @@ def test_digits_batches_are_functions_of_seed_and_step():
   # A resumed run sees exactly the batches it would have seen: batch s depends
   # on (seed, s) alone, and its shifts come from stream 1 of (seed, s), apart
   # from the sampler's draws (the stream earlier digits runs drew them from).
-  d = cdata.load_retrieval_data()
+  d = cdata.load_digits_split()
   source = cdata.ArrayImageSource(d.train_images, d.train_labels)
 
   def fn(seed, sampler="pk"):

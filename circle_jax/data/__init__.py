@@ -46,7 +46,6 @@ from circle_jax.data._tfds import EncodedImages
 from circle_jax.data._tfds import FineGrainedData
 from circle_jax.data._tfds import class_half_split
 from circle_jax.data._tfds import eval_images as tfds_eval_images
-from circle_jax.data._tfds import fine_grained_ks
 from circle_jax.data._tfds import load_fine_grained
 from circle_jax.data._tfds import train_batches as tfds_train_batches
 from circle_jax.data._digits import DigitsSplit
@@ -82,7 +81,6 @@ __all__ = (
     "face_pack_index",
     "FileImageSource",
     "FINE_GRAINED",
-    "fine_grained_ks",
     "FineGrainedData",
     "IjbProtocol",
     "ImageSource",

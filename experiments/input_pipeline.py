@@ -193,10 +193,10 @@ class DigitsPipeline(_HostDecoded):
       raise ConfigError("config.data.test_classes: split 'by_image' retrieves the training "
                         f"classes, so test_classes {tuple(d.test_classes)} must equal "
                         f"train_classes {tuple(d.train_classes)}")
-    self.data = cdata.load_retrieval_data(config.data.name, config.data.path or None,
-                                          train_classes=config.data.train_classes,
-                                          test_classes=config.data.test_classes,
-                                          split=config.data.split)
+    self.data = cdata.load_digits_split(config.data.name, config.data.path or None,
+                                        train_classes=config.data.train_classes,
+                                        test_classes=config.data.test_classes,
+                                        split=config.data.split)
     self.num_train_classes = self.data.num_train_classes
     self.source = cdata.ArrayImageSource(self.data.train_images, self.data.train_labels)
     self.augment = cdata.HostAugment(max_shift=config.data.max_shift)

@@ -46,15 +46,13 @@ from circle_jax.data._tfds import EncodedImages
 from circle_jax.data._tfds import FineGrainedData
 from circle_jax.data._tfds import class_half_split
 from circle_jax.data._tfds import eval_images as tfds_eval_images
-from circle_jax.data._tfds import fine_grained_ks
 from circle_jax.data._tfds import load_fine_grained
 from circle_jax.data._tfds import train_batches as tfds_train_batches
+from circle_jax.data._digits import DigitsSplit
 from circle_jax.data._digits import load_digits
+from circle_jax.data._digits import load_digits_split
 from circle_jax.data._digits import load_mnist_5k
 from circle_jax.data._digits import mnist_5k_path
-from circle_jax.data._pipeline import RetrievalData
-from circle_jax.data._pipeline import load_retrieval_data
-from circle_jax.data._pipeline import train_batch
 from circle_jax.data._sampling import pk_batch_indices
 from circle_jax.data._sampling import shuffled_batch_indices
 from circle_jax.data._split import class_disjoint_split
@@ -77,16 +75,17 @@ __all__ = (
     "DatasetError",
     "DatasetNotFoundError",
     "decode_image",
+    "DigitsSplit",
     "encode_image",
     "EncodedImages",
     "face_pack_index",
     "FileImageSource",
     "FINE_GRAINED",
-    "fine_grained_ks",
     "FineGrainedData",
     "IjbProtocol",
     "ImageSource",
     "load_digits",
+    "load_digits_split",
     "load_fine_grained",
     "load_identity_folders",
     "load_ijb",
@@ -94,7 +93,6 @@ __all__ = (
     "load_market1501",
     "load_mnist_5k",
     "load_msmt17",
-    "load_retrieval_data",
     "load_verification_bin",
     "mnist_5k_path",
     "parse_market1501_name",
@@ -106,11 +104,9 @@ __all__ = (
     "RecordIOReader",
     "ReidDataset",
     "ReidSplit",
-    "RetrievalData",
     "shuffled_batch_indices",
     "stratified_split",
     "tfds_eval_images",
     "tfds_train_batches",
-    "train_batch",
     "unpack_record",
 )

@@ -320,10 +320,3 @@ def eval_images(images: EncodedImages, *, image_size: int, batch_size: int,
   ds = tf.data.Dataset.from_tensor_slices(indices).map(
       load_or_pad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   yield from ds.batch(batch_size).prefetch(2).as_numpy_iterator()
-
-
-def fine_grained_ks(name: str, num_test: int | None = None) -> tuple[int, ...]:
-  """The paper's Recall@K values for ``name``, limited to K < num_test if given."""
-  ks = FINE_GRAINED[name].ks
-  return ks if num_test is None else tuple(k for k in ks if k < num_test)
-

@@ -1,4 +1,4 @@
-"""Bundled digits reader, class-disjoint split, samplers, augmentation, pipeline."""
+"""Bundled digits reader and split, class-disjoint and stratified splits, samplers, augmentation."""
 
 import gzip
 
@@ -28,7 +28,7 @@ def test_missing_file_names_the_path(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.csv.gz"):
     data.load_mnist_5k(missing)
   with pytest.raises(FileNotFoundError, match="nope.csv.gz"):
-    data.load_retrieval_data("mnist_5k", str(missing))
+    data.load_digits_split("mnist_5k", str(missing))
 
 
 def test_malformed_file_is_a_clear_error(tmp_path):
@@ -101,19 +101,6 @@ def test_random_shift_moves_content_by_at_most_max_shift(rng):
   assert data.random_shift(images, 0, rng) is images
 
 
-def test_pipeline_batches_are_functions_of_seed_and_step():
-  d = data.load_retrieval_data()
-  kw = dict(sampler="pk", classes_per_batch=5, images_per_class=4, seed=0, max_shift=2)
-  a, b = data.train_batch(d, 9, **kw), data.train_batch(d, 9, **kw)
-  np.testing.assert_array_equal(a["image"], b["image"])
-  assert a["image"].shape == (20, 28, 28, 1) and a["image"].max() <= 1.0
-  assert not np.array_equal(a["image"], data.train_batch(d, 10, **kw)["image"])
-  s = data.train_batch(d, 0, sampler="shuffle", classes_per_batch=5, images_per_class=4, seed=0)
-  assert s["label"].shape == (20,) and s["label"].max() < d.num_train_classes
-  with pytest.raises(ValueError, match="sampler"):
-    data.train_batch(d, 0, sampler="random", classes_per_batch=5, images_per_class=4, seed=0)
-
-
 def test_stratified_split_divides_every_class(digits):
   _, labels = digits
   train, test = data.stratified_split(labels, range(10), test_fraction=0.5, seed=3)
@@ -134,11 +121,11 @@ def test_stratified_split_divides_every_class(digits):
     data.stratified_split(np.array([0, 0, 2]), [0, 2])
 
 
-def test_retrieval_data_by_image():
-  d = data.load_retrieval_data(split="by_image", train_classes=range(10), test_classes=range(10))
+def test_digits_split_by_image():
+  d = data.load_digits_split(split="by_image", train_classes=range(10), test_classes=range(10))
   assert d.train_images.shape == d.test_images.shape == (2500, 28, 28, 1)
   assert sorted(set(d.test_labels.tolist())) == list(range(10))
   with pytest.raises(ValueError, match="must equal train_classes"):
-    data.load_retrieval_data(split="by_image")
+    data.load_digits_split(split="by_image")
   with pytest.raises(ValueError, match="split must be"):
-    data.load_retrieval_data(split="random")
+    data.load_digits_split(split="random")

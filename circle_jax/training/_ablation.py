@@ -484,7 +484,7 @@ def jit_ablation_step(ablation: Ablation, mesh: Mesh | None = None, *,
   def bound(state, batch, rngs):
     return jitted(state, batch, rngs, ablation)
 
-  # The same program ahead of time (its HLO, cost and memory analyses); after a
-  # call with the same shapes, compiling it again finds the executable cached.
+  # The same program ahead of time (its HLO, cost and memory analyses); compiled
+  # for the arguments of a call, it is the executable that call runs (JAX caches it).
   bound.lower = lambda state, batch, rngs: jitted.lower(state, batch, rngs, ablation)
   return bound

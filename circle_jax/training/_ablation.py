@@ -436,7 +436,8 @@ def jit_ablation_step(ablation: Ablation, mesh: Mesh | None = None, *,
   The step runs inside a ``shard_map``, so each device steps its own N/d
   members whatever the ``member_strategy``; ``"auto"`` is decided by the
   platform of the mesh's devices.
-  The input state is donated.
+  The input state is donated. ``step.lower(state, batch, rngs)`` lowers the
+  jitted step ahead of time, as ``jax.jit(...).lower`` does.
 
   Raises:
     ValueError: N not divisible by the devices of ``mesh``; an unknown
@@ -480,4 +481,10 @@ def jit_ablation_step(ablation: Ablation, mesh: Mesh | None = None, *,
                                          members),
                      out_shardings=(members, members), donate_argnums=(0,))
   # γ, m and the loss index enter as arguments, not constants: traced, never folded.
-  return lambda state, batch, rngs: jitted(state, batch, rngs, ablation)
+  def bound(state, batch, rngs):
+    return jitted(state, batch, rngs, ablation)
+
+  # The same program ahead of time (its HLO, cost and memory analyses); compiled
+  # for the arguments of a call, it is the executable that call runs (JAX caches it).
+  bound.lower = lambda state, batch, rngs: jitted.lower(state, batch, rngs, ablation)
+  return bound

@@ -151,14 +151,22 @@ def test_alpha_gradient_switch_changes_training_but_not_the_first_loss():
 
 
 def _run_ablation(members, num_classes, images, labels, mesh=None, steps=STEPS, strategy="auto"):
+  """The final state, the losses [N, steps] and the compiled step's HLO."""
   ab = training.make_ablation(members)
   state, _, step_keys = _stacked(ab.size, num_classes)
   step = training.jit_ablation_step(ab, mesh, member_strategy=strategy)
+  # Compiled once: the first step below finds this executable in JAX's cache
+  # (a second compilation just to read the HLO costs as much as the run).
+  hlo = step.lower(state, {"image": images[0], "label": labels[0]}, step_keys).compile().as_text()
   losses = []
   for t in range(steps):
     state, m = step(state, {"image": images[t], "label": labels[t]}, step_keys)
     losses.append(np.asarray(m["loss"]))
-  return state, np.stack(losses, 1)
+  return state, np.stack(losses, 1), hlo
+
+
+def _convolution_shapes(hlo):
+  return sorted(re.findall(r"= (\w+\[[\d,]*\])\S* convolution\(", hlo))
 
 
 def _convolutions(members, num_classes, images, labels, mesh, strategy):
@@ -166,9 +174,8 @@ def _convolutions(members, num_classes, images, labels, mesh, strategy):
   ab = training.make_ablation(members)
   state, _, step_keys = _stacked(ab.size, num_classes)
   step = training.jit_ablation_step(ab, mesh, member_strategy=strategy)
-  hlo = jax.jit(step).lower(state, {"image": images[0], "label": labels[0]},
-                            step_keys).compile().as_text()
-  return sorted(re.findall(r"= (\w+\[[\d,]*\])\S* convolution\(", hlo)), hlo
+  hlo = step.lower(state, {"image": images[0], "label": labels[0]}, step_keys).compile().as_text()
+  return _convolution_shapes(hlo), hlo
 
 
 @pytest.mark.parametrize("strategy", ["vmap", "unroll"])
@@ -179,9 +186,9 @@ def test_sharded_over_eight_devices_equals_one_device(strategy):
              for g in (32.0, 256.0) for m in (-0.1, 0.0, 0.25, 0.3)]
   images, labels = _batches(len(members))
   mesh = training.ablation_mesh(8)
-  sharded, sharded_losses = _run_ablation(members, 4, images, labels, mesh=mesh, steps=1,
-                                          strategy=strategy)
-  single, single_losses = _run_ablation(members, 4, images, labels, steps=1, strategy=strategy)
+  sharded, sharded_losses, hlo = _run_ablation(members, 4, images, labels, mesh=mesh, steps=1,
+                                               strategy=strategy)
+  single, single_losses, _ = _run_ablation(members, 4, images, labels, steps=1, strategy=strategy)
   leaf = sharded.params["backbone"]["head"]["fc"]["kernel"]
   assert leaf.sharding.spec == jax.sharding.PartitionSpec("ablation")
   assert {s.data.shape[0] for s in leaf.addressable_shards} == {1}
@@ -193,7 +200,7 @@ def test_sharded_over_eight_devices_equals_one_device(strategy):
   # Each device computes its own member only: the per-device program has the
   # convolutions of a one-member ablation (vmapped, it would otherwise gather
   # and run all eight members' convolutions everywhere) and gathers nothing.
-  own, hlo = _convolutions(members, 4, images, labels, mesh, strategy)
+  own = _convolution_shapes(hlo)
   one, _ = _convolutions(members[:1], 4, images[:, :1], labels[:, :1], None, strategy)
   assert own == one, (own, one)
   assert "all-gather" not in hlo

@@ -36,6 +36,11 @@ def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array,
     >>> int(s.step), sorted(s.params), sorted(s.batch_stats)
     (0, ['bn0_0', 'bn0_1', 'conv0_0', 'conv0_1', 'head'], ['bn0_0', 'bn0_1', 'head'])
   """
-  variables = model.init({"params": rng, "dropout": rng}, sample_input, train=False)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                           batch_stats=variables.get("batch_stats", {}), tx=tx)
+  def init(rng, sample_input):
+    variables = model.init({"params": rng, "dropout": rng}, sample_input, train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                             batch_stats=variables.get("batch_stats", {}), tx=tx)
+
+  # One compiled program: run op by op, the initialisers and optimiser zeros are dozens of
+  # small programs, each compiled on its own (seconds in every new process).
+  return jax.jit(init)(rng, sample_input)

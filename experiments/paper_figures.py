@@ -147,7 +147,7 @@ def fig_boundaries(path: str, *, gamma: float = 32.0, margin: float = 0.25) -> d
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
-  # Two facts the picture shows, returned for the tests and the README.
+  # Two facts the picture shows, returned for the tests and docs/guides/ablations.md.
   unit = lambda gn, gp: np.stack([gn, gp], -1) / np.maximum(np.hypot(gn, gp), 1e-12)[..., None]
   return {"unified_direction_spread": float(np.ptp(unit(g_sn_u, g_sp_u)[..., 0])),
           "circle_direction_spread": float(np.ptp(unit(g_sn_c, g_sp_c)[..., 0]))}

@@ -1,6 +1,7 @@
 """The public API contract of ../shared/DESIGN.md: names, signatures, re-exports."""
 
 import inspect
+import pathlib
 import subprocess
 import sys
 
@@ -109,3 +110,29 @@ def test_the_data_and_training_modules_load_no_input_framework_until_used():
           "print(sorted({'grain', 'tensorflow', 'torch'} & set(sys.modules)))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]"
+
+
+def test_metrics_and_parallel_are_attributes_of_the_package():
+  # The README and the docs write `cj.metrics.…` and `cj.parallel.…` after a
+  # plain `import circle_jax as cj`.
+  from circle_jax import metrics
+  assert circle_jax.metrics is metrics and circle_jax.parallel is parallel
+  assert {"metrics", "parallel"} <= set(dir(circle_jax)) & set(circle_jax.__all__)
+  with pytest.raises(AttributeError, match="no_such_name"):
+    circle_jax.no_such_name  # pylint: disable=pointless-statement
+
+
+def test_metrics_and_parallel_attributes_load_on_first_use_without_heavy_imports():
+  # A fresh process, so that no other test has imported them already; run from
+  # the root of the tree under test so that the child imports this circle_jax.
+  code = (
+      "import sys, circle_jax; "
+      "before = {'circle_jax.metrics', 'circle_jax.parallel'} & set(sys.modules); "
+      "circle_jax.metrics.recall_at_k, circle_jax.parallel.class_circle_loss; "
+      "heavy = {'flax', 'optax', 'tensorflow', 'torch', 'tensorflow_datasets', 'grain'}; "
+      "print(sorted(before), sorted(heavy & set(sys.modules)))"
+  )
+  root = pathlib.Path(circle_jax.__file__).resolve().parents[1]
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True, cwd=root)
+  assert out.stdout.strip() == "[] []"

@@ -146,7 +146,7 @@ class DigitsSplit:
 
   @property
   def num_train_classes(self) -> int:
-    """C_train: the rows of the class-proxy matrix."""
+    """The number of training classes C_train (the rows of the class-proxy matrix)."""
     return len(self.train_classes)
 
 

@@ -114,10 +114,14 @@ class TrainBatches:
   Attributes:
     source: the training images (labels up front, pixels decoded on demand).
     rows: the rows of the global batch this process holds (sorted).
-    sampler, classes_per_batch, images_per_class, seed: see :func:`batch_indices`.
+    sampler: see :func:`batch_indices`.
+    classes_per_batch: see :func:`batch_indices`.
+    images_per_class: see :func:`batch_indices`.
+    seed: see :func:`batch_indices`.
     augment: the augmentation.
-    mean, std: normalise uint8 images to float32 ``(x / 255 − mean) / std``;
-      ``None`` for sources that are float already.
+    mean: with ``std``, normalises uint8 images to float32
+      ``(x / 255 − mean) / std``; ``None`` for sources that are float already.
+    std: see ``mean``.
 
   Example:
     >>> from circle_jax.data._sources import ArrayImageSource

@@ -146,7 +146,7 @@ def circle_loss(
       identical either way.
 
   Returns:
-    Per-row losses, shape broadcast(sp.shape[:-1], sn.shape[:-1]), in float32 for
+    Per-row losses, shape ``broadcast(sp.shape[:-1], sn.shape[:-1])``, in float32 for
     half-precision inputs (float64 for float64).
 
   Example:
@@ -305,7 +305,7 @@ def unified_loss(
     sp_mask, sn_mask: optional boolean validity masks broadcastable to sp / sn.
 
   Returns:
-    Per-row losses, shape broadcast(sp.shape[:-1], sn.shape[:-1]); rows with no
+    Per-row losses, shape ``broadcast(sp.shape[:-1], sn.shape[:-1])``; rows with no
     valid positive or negative give exactly 0.
 
   Example:

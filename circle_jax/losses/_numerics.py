@@ -90,7 +90,7 @@ def masked_logsumexp(x: Array, mask: Array) -> tuple[Array, Array]:
     mask: boolean, broadcast with x; True marks valid entries.
 
   Returns:
-    (lse, nonempty), each of shape x.shape[:-1] (broadcast with the mask's).
+    (lse, nonempty), each of shape ``x.shape[:-1]`` (broadcast with the mask's).
     Rows without a valid entry give lse = 0 and nonempty = False, and their
     gradient is exactly zero. The max is taken over valid entries only, so
     valid terms never underflow because of masked ones, and masked entries may

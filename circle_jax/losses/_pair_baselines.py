@@ -286,7 +286,7 @@ def lifted_structure_loss(
                      + \sum_{l\in N_j} e^{m - D_{jl}}\Big) + D_{ij},\qquad
              L_i = \frac{1}{2|P_i|}\sum_{j \in P_i} [J_{ij}]_+^2
 
-  Song et al. average ½[J]₊² over the |P| unordered positive pairs; with equally
+  Song et al. average ½[J]₊² over the :math:`|P|` unordered positive pairs; with equally
   many positives per anchor (P×K batches) the mean of L_i over anchors is exactly
   that value, since each unordered pair appears once from each end.
 

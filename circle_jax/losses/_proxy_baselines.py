@@ -221,10 +221,12 @@ def arcface_loss(
 ) -> Array:
   r"""ArcFace: additive angular margin on the target, per example.
 
-  .. math::  L_b = -\log \frac{e^{\gamma\,\psi(\theta_{by})}}
-             {e^{\gamma\,\psi(\theta_{by})} + \sum_{j\ne y} e^{\gamma\cos\theta_{bj}}},
-  \quad \psi(\theta) = \begin{cases} \cos(\theta + m) & \theta + m \le \pi \\
-                                     \cos\theta - m\sin m & \text{otherwise} \end{cases}
+  .. math::
+
+     L_b = -\log \frac{e^{\gamma\,\psi(\theta_{by})}}
+           {e^{\gamma\,\psi(\theta_{by})} + \sum_{j\ne y} e^{\gamma\cos\theta_{bj}}},
+     \quad \psi(\theta) = \begin{cases} \cos(\theta + m) & \theta + m \le \pi \\
+                                        \cos\theta - m\sin m & \text{otherwise} \end{cases}
 
   cos(θ + m) stops decreasing past θ = π − m, so beyond it the target logit
   switches to the linear CosFace-like penalty cos θ − m·sin m (insightface's

@@ -77,9 +77,10 @@ def recall_at_k(
     ``{k: recall}`` with recall a Python float in [0, 1], for each k in ``ks``.
 
   Raises:
-    ValueError / TypeError: on wrong ranks, mismatched lengths, non-integer
-      labels, ``ks`` / ``block_size`` out of range, or NaN/inf in ``embeddings``
-      (the message gives the number of such rows and the first one).
+    ValueError: on wrong ranks, mismatched lengths, ``ks`` / ``block_size`` out
+      of range, or NaN/inf in ``embeddings`` (the message gives the number of
+      such rows and the first one).
+    TypeError: on non-integer labels or a k that is not an int.
 
   This is a host-side function (numpy around jitted blocks): call it on
   concrete arrays, not under ``jax.jit``.

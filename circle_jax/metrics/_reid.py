@@ -99,10 +99,12 @@ def cmc_map(
     [0, 1] (NaN with a warning-free ``num_queries == 0`` if no query has a positive).
 
   Raises:
-    ValueError / TypeError: wrong ranks/shapes/dtypes, or NaN/inf in either
-      embedding matrix (with the number of such rows and the first one),
-      naming the argument. Non-finite rows are rejected rather than scored:
-      normalised, they would pass for zero or plausible unit vectors.
+    ValueError: wrong ranks/shapes, or NaN/inf in either embedding matrix
+      (with the number of such rows and the first one), naming the argument.
+      Non-finite rows are rejected rather than scored: normalised, they would
+      pass for zero or plausible unit vectors.
+    TypeError: wrong dtypes (non-integer ids, non-boolean masks), naming the
+      argument.
 
   This is a host-side function (numpy around jitted blocks): call it on
   concrete arrays, not under ``jax.jit``.

@@ -29,8 +29,8 @@ class LossSpec:
 
   @property
   def sampler(self) -> str:
-    """The batches it trains on: ``"pk"`` (P classes × K images, so that every anchor has
-    positives in the batch) for a pair-wise loss, ``"shuffle"`` for a class-level one.
+    """The batches it trains on, ``"pk"`` (P classes × K images, so that every anchor has
+    positives in the batch) for a pair-wise loss and ``"shuffle"`` for a class-level one.
 
     Example:
       >>> get_loss_spec("circle_pair").sampler, get_loss_spec("arcface").sampler

@@ -59,17 +59,17 @@ class Problem:
 
   @property
   def class_labels(self) -> np.ndarray:
-    """[B] int64 labels in [0, C): what class-level losses receive."""
+    """The ``[B]`` int64 labels in ``[0, C)`` that class-level losses receive."""
     return self.labels % self.class_weights.shape[0]
 
   @property
   def zero_rows(self) -> np.ndarray:
-    """[B] bool: embeddings that are exactly zero (no direction to normalise)."""
+    """``[B]`` bool, true for embeddings that are exactly zero (no direction to normalise)."""
     return ~np.any(self.embeddings != 0, axis=1)
 
   @property
   def zero_class_rows(self) -> np.ndarray:
-    """[C] bool: class proxies that are exactly zero."""
+    """``[C]`` bool, true for class proxies that are exactly zero."""
     return ~np.any(self.class_weights != 0, axis=1)
 
 

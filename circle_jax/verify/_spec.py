@@ -113,4 +113,5 @@ def get(name: str) -> LossSpec:
 
 
 def names() -> tuple[str, ...]:
+  """The names of the registered losses, sorted (``circle_jax.verify.losses()``)."""
   return tuple(sorted(_REGISTRY))

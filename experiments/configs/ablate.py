@@ -14,7 +14,7 @@ Override the grid, e.g. ``--config.ablation.mode=product
 --config.ablation.grad_through_alpha=False,True``; how the program runs the
 members: ``--config.ablation.members=vmap`` (or ``unroll``, ``map``; default
 ``auto``). Runtime and result: the
-README's "Ablations" section.
+"Ablations and the paper's figures" guide (docs/guides/ablations.md).
 """
 
 import ml_collections

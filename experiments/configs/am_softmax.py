@@ -6,7 +6,8 @@ Command, from the repository root:
 
   python -m experiments.main --config experiments/configs/am_softmax.py --workdir /tmp/am_softmax
 
-Runtime and Recall@K on 2 CPU cores: the README's "Training" table.
+Runtime and Recall@K on 2 CPU cores: the table of "Losses compared on the bundled digits"
+(docs/guides/training.md).
 """
 
 import ml_collections

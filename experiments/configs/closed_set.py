@@ -6,7 +6,7 @@ the model, and the other half (2,500 images) are retrieved, each query left
 out of its own gallery. Here the test classes are the training classes, so what
 the model learns transfers directly; with the class-disjoint split, five
 training classes are too few for the embedding to beat raw pixels on five new
-ones (README, "Training").
+ones (docs/guides/training.md).
 
 Command, from the repository root:
 
@@ -17,7 +17,8 @@ config's, which fits more in the same short run. The default demo
 (default.py) is this config at 150 steps instead of 300; ``apply`` is what
 ``experiments.compare_losses --protocol=closed_set`` gives every loss.
 
-Runtime and Recall@K on 2 CPU cores: the README's "Closed-set retrieval" section.
+Runtime and Recall@K on 2 CPU cores: the "Closed-set retrieval" section
+of docs/guides/training.md.
 """
 
 import ml_collections

@@ -55,8 +55,9 @@ def test_half_precision_equals_float64_on_the_same_rounded_inputs(rng, dtype, ch
 
 @pytest.mark.parametrize("chunk_size", [None, 3])
 def test_a_zero_embedding_gets_exactly_zero_gradient(rng, chunk_size):
-  """The README promises a zero gradient for zero vectors (no direction), not a
-  merely finite one: every entry must be exactly 0, in both roles of the batch."""
+  """docs/guides/losses.md ("Bad input") promises a zero gradient for zero
+  vectors (no direction), not a merely finite one: every entry must be exactly 0,
+  in both roles of the batch."""
   x = rng.normal(size=(8, 5)).astype(np.float32)
   x[2] = 0.0
   y = jnp.asarray([0, 0, 0, 1, 1, 2, 2, 2])

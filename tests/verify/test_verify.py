@@ -111,9 +111,12 @@ def _example(name):
   return load_callable(os.path.join(REPO, "docs", "verify_examples", f"{name}.py:circle_loss"))
 
 
-def _readme_block(command_fragment):
-  """The printed report that follows the README's command containing the fragment."""
-  with open(os.path.join(REPO, "README.md")) as f:
+def _guide_block(command_fragment):
+  """The printed report that follows the guide's command containing the fragment.
+
+  The guide is docs/guides/agreement.md ("Is *your* loss right?").
+  """
+  with open(os.path.join(REPO, "docs", "guides", "agreement.md")) as f:
     text = f.read()
   after = text[text.index(command_fragment):]
   return after.split("```")[2]
@@ -147,7 +150,7 @@ def test_names_pytorch_metric_learning(pml_report):
   text = str(r)
   assert text.splitlines()[2].startswith("MATCH: alpha=detached")
   assert "the convention of: pytorch-metric-learning CircleLoss" in text
-  assert _stable_lines(text) == _stable_lines(_readme_block("pml_circle.py:circle_loss"))
+  assert _stable_lines(text) == _stable_lines(_guide_block("pml_circle.py:circle_loss"))
 
 
 def test_names_keras(monkeypatch):
@@ -159,7 +162,7 @@ def test_names_keras(monkeypatch):
 
   r = cv.verify(_example("keras_circle"), "pairwise_circle", "jax")
   assert r.ok, str(r)
-  assert _stable_lines(str(r)) == _stable_lines(_readme_block("keras_circle.py:circle_loss"))
+  assert _stable_lines(str(r)) == _stable_lines(_guide_block("keras_circle.py:circle_loss"))
   assert "Keras 3 keras.losses.Circle" in r.conventions
   assert {(v["alpha"], v["normalise"], v["clip"]) for v in r.matches} == {
       ("differentiated", "none", "s<=1")}
@@ -323,7 +326,7 @@ def test_command_in_a_fresh_process(tmp_path):
   assert out.returncode == 1, out.stderr
   assert "NO MATCH" in out.stdout and "diagnosis: self_pairs=kept" in out.stdout
   assert os.path.exists(out.stdout.split("first failing problem: ")[1].split(" ")[0])
-  assert _stable_lines(out.stdout) == _stable_lines(_readme_block("self_pair_kept.py:circle_loss"))
+  assert _stable_lines(out.stdout) == _stable_lines(_guide_block("self_pair_kept.py:circle_loss"))
 
 
 def test_import_pulls_no_framework():

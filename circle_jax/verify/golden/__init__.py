@@ -49,8 +49,8 @@ axes with one sound value are under ``manifest["losses"][loss]["fixed"]``
 value and the known implementations (``conventions``) that compute each
 variant, which each case repeats under ``case["conventions"]``.
 
-Within circle_jax, :func:`golden_cases` does the same and returns
-:class:`GoldenCase` objects. This module imports json and numpy only (never
+Within circle_jax, :func:`~circle_jax.verify.golden_cases` does the same and
+returns :class:`~circle_jax.verify.GoldenCase` objects. This module imports json and numpy only (never
 JAX), so loading its file on its own works where JAX is not installed.
 """
 
@@ -117,7 +117,7 @@ class GoldenCase:
 
   @property
   def grad_rows(self) -> np.ndarray:
-    """[B] bool: rows whose embedding gradient is compared (not the all-zero ones)."""
+    """``[B]`` bool, true for the rows whose embedding gradient is compared (not the all-zero ones)."""
     return np.any(self.embeddings != 0, axis=1)
 
 

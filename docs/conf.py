@@ -15,6 +15,9 @@ sys.path.insert(0, str(ROOT))
 
 import circle_jax  # noqa: E402  (after the path above)
 
+sys.path.insert(0, str(ROOT / "docs"))
+import generated_tables  # noqa: E402  (the tables rendered from docs/results/)
+
 project = "circle_jax"
 author = "the circle_jax authors"
 copyright = "the circle_jax authors"  # pylint: disable=redefined-builtin
@@ -29,7 +32,9 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "README.md", "**.ipynb_checkpoints"]
+# _generated/ holds fragments that the guides include, not pages of their own.
+exclude_patterns = ["_build", "_generated", "README.md", "results/README.md",
+                    "**.ipynb_checkpoints"]
 
 # Every cross-reference must resolve, so a renamed function breaks the build
 # rather than leaving dead text. Names from other libraries cannot resolve
@@ -66,6 +71,7 @@ myst_heading_anchors = 3
 nb_execution_mode = "off"
 
 html_theme = "furo"
+html_title = f"circle_jax {release}"
 
 
 def _drop_inherited_docstring(app, what, name, obj, options, lines):
@@ -83,4 +89,5 @@ def _drop_inherited_docstring(app, what, name, obj, options, lines):
 def setup(app):
   # Before napoleon (priority 500), which would rewrite the inherited text.
   app.connect("autodoc-process-docstring", _drop_inherited_docstring, priority=400)
-html_title = f"circle_jax {release}"
+  # The tables are rendered from the scripts' JSON before any page is read.
+  app.connect("builder-inited", generated_tables.on_builder_inited)

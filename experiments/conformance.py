@@ -32,54 +32,12 @@ from absl import flags  # noqa: E402
 from experiments import absl_logging  # noqa: E402
 from experiments import cli  # noqa: E402
 from experiments import conformance_cases as cc  # noqa: E402
+from experiments import conformance_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "conformance_results", "Folder for conformance.json and .md.")
 flags.DEFINE_integer("problems", 8, "Random problems per case.", lower_bound=1)
 flags.DEFINE_string("only", "", "Run only cases whose name contains this.")
-
-COLUMNS = ("reference", "loss", "variant", "dtype", "value abs", "value rel", "grad abs",
-           "grad rel", "tolerance", "verdict")
-
-
-def run(cases, problems) -> list[dict]:
-  """Worst errors of each case over the problems, as table rows."""
-  rows = []
-  bar = cli.progress(cases, desc="conformance", unit="case")
-  for case in bar:
-    bar.set_postfix_str(case.name)
-    results = [cc.compare(case, p) for p in problems]
-    rows.append({
-        "name": case.name,
-        "reference": case.reference,
-        "loss": case.loss,
-        "variant": case.variant,
-        "dtype": case.dtype,
-        "value abs": max(r.value_abs for r in results),
-        "value rel": max(r.value_rel for r in results),
-        "grad abs": max(r.grad_abs for r in results),
-        "grad rel": max(r.grad_rel for r in results),
-        "tolerance": cc.TOLERANCE[case.dtype],
-        "verdict": "pass" if all(r.passed for r in results) else "FAIL",
-        "problems": [r.inputs for r in results],
-        "difference": case.difference,
-    })
-  return rows
-
-
-def _cell(value) -> str:
-  return f"{value:.1e}" if isinstance(value, float) else str(value)
-
-
-def markdown(rows) -> str:
-  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-  lines += ["| " + " | ".join(_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
-  notes = sorted({(r["reference"], r["difference"]) for r in rows if r["difference"]})
-  if notes:
-    lines += ["", "Documented differences, written out in the comparison:", ""]
-    lines += [f"- {ref}: {text}" for ref, text in notes]
-  return "\n".join(lines) + "\n"
-
 
 def main(argv):
   absl_logging.quiet_library_logs()
@@ -90,8 +48,8 @@ def main(argv):
     raise app.UsageError(f"--only={FLAGS.only!r} matches no case")
   problems = cc.problems(FLAGS.problems)
   start = time.perf_counter()
-  rows = run(cases, problems)
-  table = markdown(rows)
+  rows = conformance_lib.run(cases, problems)
+  table = conformance_lib.markdown(rows)
   print(table)
   print(f"{len(rows)} cases × {len(problems)} problems in {time.perf_counter() - start:.0f} s")
   out = pathlib.Path(FLAGS.out)

@@ -334,9 +334,10 @@ def _headline(r: Mapping[str, float]) -> str:
   return f"{name} {100 * r[name]:.2f}"
 
 
-def format_table(members, grid: dict, sequential: dict | None, seeds=None) -> str:
-  """A Markdown table: one row per member, its metrics of the grid run (and the first metric
-  and final loss of the sequential run)."""
+def format_table(labels: Sequence[str], grid: dict, sequential: dict | None,
+                 seeds=None) -> str:
+  """A Markdown table: one row per member (``labels``), its metrics of the grid run (and the
+  first metric and final loss of the sequential run)."""
   names = metric_names(grid["metrics"])
   seed_col = seeds is not None and len(set(seeds)) > 1
   head = "| member | " + ("seed | " if seed_col else "") + " | ".join(names) + " | final loss |"
@@ -344,8 +345,8 @@ def format_table(members, grid: dict, sequential: dict | None, seeds=None) -> st
     head += f" sequential {names[0]} | sequential final loss |"
   cols = len(names) + 1 + (2 if sequential else 0) + (1 if seed_col else 0)
   lines = [head, "|---|" + "---:|" * cols]
-  for i, m in enumerate(members):
-    row = (f"| {member_label(m)} | " + (f"{seeds[i]} | " if seed_col else "")
+  for i, label in enumerate(labels):
+    row = (f"| {label} | " + (f"{seeds[i]} | " if seed_col else "")
            + " | ".join(f"{100 * grid['metrics'][i][k]:.2f}" for k in names)
            + f" | {grid['final_loss'][i]:.4f} |")
     if sequential:
@@ -373,6 +374,39 @@ def format_seed_table(summary: Mapping[str, Mapping[str, tuple[float, float]]],
     lines.append(f"| {label} | " + " | ".join(f"{100 * stats[k][0]:.2f} ± {100 * stats[k][1]:.2f}"
                                               for k in names) + " |")
   return "\n".join(lines)
+
+
+def report(record: Mapping) -> str:
+  """What :func:`run` prints after training, rendered from its JSON record alone
+  (``ablation.json``): the member table, the mean ± std table when there are several seeds,
+  and the grid's and the sequential run's times. The docs render the committed record with
+  this same function (``docs/generated_tables.py``)."""
+  labels = [m["label"] for m in record["members"]]
+  seeds = [m["seed"] for m in record["members"]]
+  sequential = None
+  if "sequential_metrics" in record:
+    sequential = {"metrics": record["sequential_metrics"],
+                  "final_loss": record["sequential_final_loss"]}
+  parts = [format_table(labels, record, sequential, seeds)]
+  if record.get("over_seeds"):
+    summary = {label: {k: tuple(v) for k, v in stats.items()}
+               for label, stats in record["over_seeds"].items()}
+    parts.append("\n" + format_seed_table(summary, len(set(seeds))))
+  if sequential:
+    grid = f"grid ({record['member_strategy']})"
+    n = len(labels)
+    first = metric_names(record["metrics"])[0]
+    gap = max(abs(a[first] - b[first]) for a, b in zip(record["metrics"], sequential["metrics"]))
+    # On a shared machine the wall time depends on what else runs; CPU time much less.
+    parts.append(
+        f"\nWall time, compile + train + evaluate, {n} members: {grid} "
+        f"{record['grid_seconds']:.1f} s, sequential {record['sequential_seconds']:.1f} s: "
+        f"sequential / grid = {record['ratio']:.2f}×\n"
+        f"CPU time of this process, same spans: {grid} {record['grid_cpu_seconds']:.1f} s, "
+        f"sequential {record['sequential_cpu_seconds']:.1f} s: sequential / grid = "
+        f"{record['cpu_ratio']:.2f}×\n"
+        f"Largest |{first} grid − {first} sequential| over the members: {100 * gap:.2f} points")
+  return "\n".join(parts)
 
 
 def grid_from_config(config) -> tuple[list[training.Member], list[int]]:
@@ -403,8 +437,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, sequential: bool = T
   say(f"{grid}: {n} members in {vm['seconds']:.1f} s on {vm['devices']} device(s) along "
       "'ablation' (compile + train + evaluate)", flush=True)
   seq = run_sequential(setup, say=say) if sequential else None
-  table = format_table(members, vm, seq, seeds)
-  say(table)
   record = {
       "members": [{"loss": m.loss, "hparams": dict(m.hparams), "options": dict(m.options),
                    "label": member_label(m), "seed": s} for m, s in zip(members, seeds)],
@@ -420,23 +452,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, sequential: bool = T
   }
   if len(set(seeds)) > 1:
     summary = summarise_seeds(members, vm["metrics"])
-    say("\n" + format_seed_table(summary, len(set(seeds))))
     record["over_seeds"] = {label: {k: list(v) for k, v in stats.items()}
                             for label, stats in summary.items()}
   if seq:
-    ratio = seq["seconds"] / vm["seconds"]
-    cpu_ratio = seq["cpu_seconds"] / vm["cpu_seconds"]
-    say(f"\nWall time, compile + train + evaluate, {n} members: {grid} {vm['seconds']:.1f} s, "
-        f"sequential {seq['seconds']:.1f} s: sequential / grid = {ratio:.2f}×")
-    # On a shared machine the wall time depends on what else runs; CPU time much less.
-    say(f"CPU time of this process, same spans: {grid} {vm['cpu_seconds']:.1f} s, sequential "
-        f"{seq['cpu_seconds']:.1f} s: sequential / grid = {cpu_ratio:.2f}×")
-    first = metric_names(vm["metrics"])[0]
-    gap = max(abs(a[first] - b[first]) for a, b in zip(vm["metrics"], seq["metrics"]))
-    say(f"Largest |{first} grid − {first} sequential| over the members: {100 * gap:.2f} points")
-    record.update(sequential_seconds=seq["seconds"], ratio=ratio,
-                  sequential_cpu_seconds=seq["cpu_seconds"], cpu_ratio=cpu_ratio,
+    record.update(sequential_seconds=seq["seconds"], ratio=seq["seconds"] / vm["seconds"],
+                  sequential_cpu_seconds=seq["cpu_seconds"],
+                  cpu_ratio=seq["cpu_seconds"] / vm["cpu_seconds"],
                   sequential_metrics=seq["metrics"], sequential_final_loss=seq["final_loss"])
+  say(report(record))
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "ablation.json"), "w", encoding="utf-8") as f:
     json.dump(record, f, indent=1)

@@ -304,7 +304,8 @@ def run(workdir: str | None = None, *, quick: bool = False, workers=(0, 1, 2), t
   training = [train_wait(pack, size, w, cfg, workdir)
               for size, w in cli.progress(runs, desc="training", unit="run", leave=False)]
   results = dict(
-      argv=sys.argv, quick=quick,
+      # The command as typed from the repository root (no path of this machine).
+      argv=["python", "-m", "experiments.input_benchmark", *sys.argv[1:]], quick=quick,
       environment=dict(platform=platform.platform(), python=platform.python_version(),
                        load_start=start_load),
       config={**cfg, "workers": workers, "threads": threads, "workdir": workdir},

@@ -394,7 +394,9 @@ def _as_dict(seconds) -> dict:
 
 
 def format_fig3(results: dict) -> str:
-  """Markdown tables of R@1 (%) against γ and against m, one row per loss (mean ± std)."""
+  """Markdown tables of R@1 (%) against γ and against m, one row per loss: mean ± std over
+  the seeds, or the value alone for one seed (a record written before the seed axis has no
+  ``seeds``: one seed)."""
   lines = []
   for key, label in (("gamma", "γ"), ("margin", "m")):
     values = next(iter(results.values()))[key + "s"]
@@ -404,8 +406,10 @@ def format_fig3(results: dict) -> str:
     for loss, res in results.items():
       at = {r[key]: (r["recall@1"], r.get("recall@1_std", 0.0)) for r in res["rows"]
             if r[other] == res["base"][other]}
+      spread = len(res.get("seeds", [0])) > 1
       cells = [("—" if v not in at else "diverged" if np.isnan(at[v][0])
-                else f"{100 * at[v][0]:.2f} ± {100 * at[v][1]:.2f}") for v in values]
+                else f"{100 * at[v][0]:.2f} ± {100 * at[v][1]:.2f}" if spread
+                else f"{100 * at[v][0]:.2f}") for v in values]
       lines.append(f"| {_LABELS[loss]} ({other[0] if other == 'margin' else 'γ'} = "
                    f"{res['base'][other]:g}) | " + " | ".join(cells) + " |")
     lines.append("")

@@ -79,9 +79,9 @@ def class_circle_loss(
     >>> kx, kw = jax.random.split(jax.random.key(0))
     >>> x, w = jax.random.normal(kx, (4 * n, 16)), jax.random.normal(kw, (3 * n, 16))
     >>> y = jnp.arange(4 * n) % (3 * n - 1)
-    >>> loss = jax.shard_map(
+    >>> loss = jax.jit(jax.shard_map(
     ...     lambda a, p, l: parallel.class_circle_loss(a, p, l, axis_name="d"),
-    ...     mesh=mesh, in_specs=(P("d"), P("d"), P("d")), out_specs=P("d"))(x, w, y)
+    ...     mesh=mesh, in_specs=(P("d"), P("d"), P("d")), out_specs=P("d")))(x, w, y)
     >>> bool(jnp.allclose(loss, cj.class_circle_loss(x, w, y), rtol=1e-5))
     True
 

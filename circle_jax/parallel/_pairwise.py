@@ -77,9 +77,9 @@ def pairwise_circle_loss(
     >>> mesh = jax.make_mesh((n,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
     >>> x = jax.random.normal(jax.random.key(0), (4 * n, 8))
     >>> y = jnp.arange(4 * n) % 3
-    >>> loss = jax.shard_map(
+    >>> loss = jax.jit(jax.shard_map(
     ...     lambda a, l: parallel.pairwise_circle_loss(a, l, axis_name="d", ring=True),
-    ...     mesh=mesh, in_specs=(P("d"), P("d")), out_specs=P("d"))(x, y)
+    ...     mesh=mesh, in_specs=(P("d"), P("d")), out_specs=P("d")))(x, y)
     >>> bool(jnp.allclose(loss, cj.pairwise_circle_loss(x, y), rtol=1e-5))
     True
 

@@ -354,8 +354,9 @@ def ablation_train_step(state, batch: dict, rngs: jax.Array, ablation: Ablation,
     >>> s = create_stacked_states(SmallCNN(features=(4,), embedding_dim=6), optax.sgd(0.1),
     ...                           jax.random.split(jax.random.key(0), 2), jnp.ones((1, 8, 8, 1)))
     >>> batch = {"image": jnp.ones((4, 8, 8, 1)), "label": jnp.array([0, 0, 1, 1])}
-    >>> s, m = ablation_train_step(s, batch, jax.random.split(jax.random.key(1), 2), ab,
-    ...                            batch_axis=None, member_strategy="unroll")
+    >>> step = jax.jit(lambda s, b, k: ablation_train_step(s, b, k, ab, batch_axis=None,
+    ...                                                    member_strategy="unroll"))
+    >>> s, m = step(s, batch, jax.random.split(jax.random.key(1), 2))
     >>> s.step.tolist(), m["loss"].shape
     ([1, 1], (2,))
   """

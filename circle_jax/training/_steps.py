@@ -33,7 +33,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *,
     >>> state = create_train_state(SmallCNN(features=(4,), embedding_dim=6), optax.sgd(0.1),
     ...                            jax.random.key(0), jnp.ones((1, 8, 8, 1)))
     >>> batch = {"image": jnp.ones((4, 8, 8, 1)), "label": jnp.array([0, 0, 1, 1])}
-    >>> state, m = train_step(state, batch, jax.random.key(1), loss_fn=make_loss("circle_pair")[1])
+    >>> step = jax.jit(train_step, static_argnames="loss_fn")   # as jit_train_step does
+    >>> state, m = step(state, batch, jax.random.key(1), loss_fn=make_loss("circle_pair")[1])
     >>> int(state.step), sorted(m)
     (1, ['grad_norm', 'loss'])
   """

@@ -6,7 +6,8 @@ import importlib
 
 import pytest
 
-MODULES = ["builder", "evaluators", "grid", "train", "input_pipeline", "paper_figures"]
+MODULES = ["builder", "evaluators", "grid", "train", "input_pipeline", "paper_figures",
+           "loss_comparison"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -14,5 +15,5 @@ def test_examples_run(name):
   module = importlib.import_module(f"experiments.{name}")
   result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
   assert result.failed == 0
-  if name in ("builder", "evaluators", "grid"):
+  if name in ("builder", "evaluators", "grid", "loss_comparison"):
     assert result.attempted > 0

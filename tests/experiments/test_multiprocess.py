@@ -31,8 +31,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # few steps; on this one they agree to ~1e-6.)
 DIGITS = {"num_steps": 10, "log_every": 5, "checkpoint_every": 5, "max_checkpoints": 2,
           "eval.batch_size": 504}
-# Generous: on 2 busy cores a compile can starve the heartbeat threads for seconds.
-HEARTBEAT_S = 30
+# On 2 busy cores a compile can starve the heartbeat threads for seconds; 15 s leaves
+# a wide margin and keeps the tests that wait for a lost peer short.
+HEARTBEAT_S = 15
 # How the survivor names the lost process 1: experiments.main's own line, or
 # JAX's coordination service when it stops the process first.
 LOST_1 = re.compile(r"lost process\(es\) \[1\] of 2|stopped sending heartbeats\):\s*1\b")
@@ -173,9 +174,11 @@ def test_each_process_decodes_only_its_rows(digits_two_processes):
   assert [s["eval_images_decoded"] for s in stats] == [1260, 1240]
 
 
-@pytest.mark.parametrize("kill", ["both", "one"])
-def test_killed_processes_resume_and_end_like_an_uninterrupted_run(digits_two_processes, tmp_path,
-                                                                   kill):
+def test_a_killed_process_stops_its_peer_and_both_resume_like_an_uninterrupted_run(
+    digits_two_processes, tmp_path):
+  # Process 1 is killed with SIGKILL after the first checkpoint; process 0 notices through the
+  # missed heartbeats and stops; both are started again. (Killing both at once is the same
+  # restart without the wait; the single-process kill test covers the torn-write side.)
   expected = _records(digits_two_processes)
   workdir = tmp_path / "killed"
   procs = _start(workdir, 2, 4, "experiments/configs/class_disjoint.py", DIGITS)
@@ -186,19 +189,15 @@ def test_killed_processes_resume_and_end_like_an_uninterrupted_run(digits_two_pr
            and all(p.poll() is None for p in procs) and time.time() < deadline):
       time.sleep(0.002)
     assert all(p.poll() is None for p in procs), "a process ended before the first checkpoint"
-    victims = procs if kill == "both" else procs[1:]
-    for p in victims:
-      p.send_signal(signal.SIGKILL)
+    procs[1].send_signal(signal.SIGKILL)
     t_kill = time.time()
-    for p in victims:
-      p.wait(timeout=60)
-    if kill == "one":
-      # The survivor notices the lost peer through the missed heartbeats, and stops.
-      procs[0].wait(timeout=HEARTBEAT_S + 50)
-      waited = time.time() - t_kill
-      assert procs[0].returncode != 0
-      assert LOST_1.search(_log(workdir, 0)), _log(workdir, 0)[-3000:]
-      assert waited < HEARTBEAT_S + 50
+    procs[1].wait(timeout=60)
+    # The survivor notices the lost peer through the missed heartbeats, and stops.
+    procs[0].wait(timeout=HEARTBEAT_S + 50)
+    waited = time.time() - t_kill
+    assert procs[0].returncode != 0
+    assert LOST_1.search(_log(workdir, 0)), _log(workdir, 0)[-3000:]
+    assert waited < HEARTBEAT_S + 50
   finally:
     for p in procs:
       if p.poll() is None:

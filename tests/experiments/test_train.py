@@ -289,7 +289,7 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_one(tm
   import signal
   import time
 
-  num_steps = 400
+  num_steps = 150
   whole = tmp_path / "whole"
   out = subprocess.run(_main_command(whole, num_steps), cwd=ROOT, env=_env(),
                        capture_output=True, text=True, timeout=600)

@@ -133,8 +133,7 @@ def digits_two_processes(tmp_path_factory):
   return workdir
 
 
-def test_two_processes_train_and_evaluate_like_one_process(digits_two_processes, tmp_path,
-                                                           capsys):
+def _train_and_evaluate_like_one_process(digits_two_processes, tmp_path, capsys):
   two = digits_two_processes
   one = train.train_and_evaluate(_config(class_disjoint, **DIGITS, num_devices=8),
                                  str(tmp_path / "one"))
@@ -163,7 +162,7 @@ def test_two_processes_train_and_evaluate_like_one_process(digits_two_processes,
   assert "on 8 device(s) in 2 processes" in _log(two, 0)
 
 
-def test_each_process_decodes_only_its_rows(digits_two_processes):
+def _each_process_decodes_only_its_rows(digits_two_processes):
   stats = _input_stats(digits_two_processes, 2)
   batch = 5 * 16                              # class_disjoint.py's P × K
   for s in stats:
@@ -174,8 +173,7 @@ def test_each_process_decodes_only_its_rows(digits_two_processes):
   assert [s["eval_images_decoded"] for s in stats] == [1260, 1240]
 
 
-def test_a_killed_process_stops_its_peer_and_both_resume_like_an_uninterrupted_run(
-    digits_two_processes, tmp_path):
+def _a_killed_process_stops_its_peer_and_both_resume(digits_two_processes, tmp_path):
   # Process 1 is killed with SIGKILL after the first checkpoint; process 0 notices through the
   # missed heartbeats and stops; both are started again. (Killing both at once is the same
   # restart without the wait; the single-process kill test covers the torn-write side.)
@@ -214,6 +212,14 @@ def test_a_killed_process_stops_its_peer_and_both_resume_like_an_uninterrupted_r
   assert after[len(before)] == {"event": "resume", "step": saved[-1]}
   redone = after[len(before) + 1:]
   assert _untimed(redone) == _untimed([r for r in expected if r["step"] > saved[-1]])
+
+
+def test_two_processes_like_one_then_killed_and_resumed(digits_two_processes, tmp_path, capsys):
+  # One test, so that the uninterrupted 2-process run (the module fixture) is made once: under
+  # pytest-xdist each worker that ran a test of it would make its own.
+  _train_and_evaluate_like_one_process(digits_two_processes, tmp_path, capsys)
+  _each_process_decodes_only_its_rows(digits_two_processes)
+  _a_killed_process_stops_its_peer_and_both_resume(digits_two_processes, tmp_path)
 
 
 _FAILING_MAIN = """

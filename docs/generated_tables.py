@@ -58,8 +58,8 @@ def _compare(record):
 
 def _ablation(record):
   from experiments import grid  # pylint: disable=g-import-not-at-top
-  table, _, times = grid.report(record).partition("\nWall time")
-  return table + ("\n\n```\nWall time" + times + "\n```" if times else "")
+  times = grid.report_times(record)
+  return grid.report_tables(record) + (f"\n\n```\n{times}\n```" if times else "")
 
 
 def _input_benchmark(results):

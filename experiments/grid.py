@@ -376,11 +376,9 @@ def format_seed_table(summary: Mapping[str, Mapping[str, tuple[float, float]]],
   return "\n".join(lines)
 
 
-def report(record: Mapping) -> str:
-  """What :func:`run` prints after training, rendered from its JSON record alone
-  (``ablation.json``): the member table, the mean ± std table when there are several seeds,
-  and the grid's and the sequential run's times. The docs render the committed record with
-  this same function (``docs/generated_tables.py``)."""
+def report_tables(record: Mapping) -> str:
+  """The member table of a JSON record (``ablation.json``), and the mean ± std table when there
+  are several seeds."""
   labels = [m["label"] for m in record["members"]]
   seeds = [m["seed"] for m in record["members"]]
   sequential = None
@@ -392,21 +390,34 @@ def report(record: Mapping) -> str:
     summary = {label: {k: tuple(v) for k, v in stats.items()}
                for label, stats in record["over_seeds"].items()}
     parts.append("\n" + format_seed_table(summary, len(set(seeds))))
-  if sequential:
-    grid = f"grid ({record['member_strategy']})"
-    n = len(labels)
-    first = metric_names(record["metrics"])[0]
-    gap = max(abs(a[first] - b[first]) for a, b in zip(record["metrics"], sequential["metrics"]))
-    # On a shared machine the wall time depends on what else runs; CPU time much less.
-    parts.append(
-        f"\nWall time, compile + train + evaluate, {n} members: {grid} "
-        f"{record['grid_seconds']:.1f} s, sequential {record['sequential_seconds']:.1f} s: "
-        f"sequential / grid = {record['ratio']:.2f}×\n"
-        f"CPU time of this process, same spans: {grid} {record['grid_cpu_seconds']:.1f} s, "
-        f"sequential {record['sequential_cpu_seconds']:.1f} s: sequential / grid = "
-        f"{record['cpu_ratio']:.2f}×\n"
-        f"Largest |{first} grid − {first} sequential| over the members: {100 * gap:.2f} points")
   return "\n".join(parts)
+
+
+def report_times(record: Mapping) -> str:
+  """The grid's and the sequential run's wall and CPU times and their largest metric gap, from
+  a JSON record; empty when the record has no sequential run."""
+  if "sequential_metrics" not in record:
+    return ""
+  grid = f"grid ({record['member_strategy']})"
+  first = metric_names(record["metrics"])[0]
+  gap = max(abs(a[first] - b[first])
+            for a, b in zip(record["metrics"], record["sequential_metrics"]))
+  # On a shared machine the wall time depends on what else runs; CPU time much less.
+  return (f"Wall time, compile + train + evaluate, {len(record['members'])} members: {grid} "
+          f"{record['grid_seconds']:.1f} s, sequential {record['sequential_seconds']:.1f} s: "
+          f"sequential / grid = {record['ratio']:.2f}×\n"
+          f"CPU time of this process, same spans: {grid} {record['grid_cpu_seconds']:.1f} s, "
+          f"sequential {record['sequential_cpu_seconds']:.1f} s: sequential / grid = "
+          f"{record['cpu_ratio']:.2f}×\n"
+          f"Largest |{first} grid − {first} sequential| over the members: {100 * gap:.2f} points")
+
+
+def report(record: Mapping) -> str:
+  """What :func:`run` prints after training, rendered from its JSON record alone
+  (``ablation.json``): :func:`report_tables`, then :func:`report_times`. The docs render the
+  committed record with these same functions (``docs/generated_tables.py``)."""
+  times = report_times(record)
+  return report_tables(record) + ("\n\n" + times if times else "")
 
 
 def grid_from_config(config) -> tuple[list[training.Member], list[int]]:

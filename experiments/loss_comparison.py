@@ -24,9 +24,9 @@ from experiments import grid
 from experiments.configs import closed_set
 
 NAMES = {"class_disjoint": "Circle pair-wise", "default": "Circle pair-wise",
-          "circle_class": "Circle class-level", "triplet": "Triplet (batch-hard)",
-          "multi_similarity": "Multi-similarity", "am_softmax": "AM-Softmax",
-          "arcface": "ArcFace"}
+         "circle_class": "Circle class-level", "triplet": "Triplet (batch-hard)",
+         "multi_similarity": "Multi-similarity", "am_softmax": "AM-Softmax",
+         "arcface": "ArcFace"}
 
 
 def compare(config_names, seeds, *, protocol: str = "class_disjoint", say=print) -> dict:
@@ -48,8 +48,9 @@ def compare(config_names, seeds, *, protocol: str = "class_disjoint", say=print)
     out = grid.run_grid(grid.make_setup(config, members, member_seeds), say=lambda *a, **k: None)
     stats = grid.summarise_seeds(members, out["metrics"])
     (label_stats,) = stats.values()   # one member, several seeds
-    rows[NAMES.get(name, name)] = label_stats
-    per_seed[NAMES.get(name, name)] = {
+    label = NAMES.get(name, name)
+    rows[label] = label_stats
+    per_seed[label] = {
         str(seed): {k: v for k, v in r.items() if not k.startswith("raw_pixels_")}
         for seed, r in zip(member_seeds, out["metrics"])}
     raw = raw or {k[len("raw_pixels_"):]: v for k, v in out["metrics"][0].items()
@@ -58,8 +59,8 @@ def compare(config_names, seeds, *, protocol: str = "class_disjoint", say=print)
     r1 = label_stats["recall@1"]
     say(f"{name}: R@1 {100 * r1[0]:.2f} ± {100 * r1[1]:.2f} over seeds {tuple(seeds)} "
         f"({seconds[name]:.0f} s)", flush=True)
-  return {"rows": rows, "per_seed": per_seed, "raw_pixels": raw, "seconds": seconds, "seeds": list(seeds),
-          "protocol": protocol}
+  return {"rows": rows, "per_seed": per_seed, "raw_pixels": raw, "seconds": seconds,
+          "seeds": list(seeds), "protocol": protocol}
 
 
 def format_table(result: dict) -> str:

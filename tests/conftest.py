@@ -1,11 +1,21 @@
-"""Shared fixtures: float64 scope, seeded numpy generators, hypothesis profile."""
+"""Shared fixtures: float64 scope, seeded numpy generators, hypothesis profile; the test tiers."""
 
 import os
+import pathlib
 
 # Eight emulated CPU devices for the sharding tests; set before JAX starts its backend.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
+
+# One persistent compilation cache for the whole run: the xdist workers and every
+# process they start (experiments.main runs, notebook kernels) inherit these
+# variables, so a program compiled once, by any of them, in this run or an
+# earlier one, is loaded instead of compiled again. Every program is kept: most
+# of the suite's compile in well under JAX's default threshold of one second.
+REPO = pathlib.Path(__file__).resolve().parents[1]
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 # Importing TensorFlow (the TFDS pipeline tests) imports keras too, which fixes
 # its backend for the process; the conformance suite needs keras on JAX, so set
@@ -20,6 +30,23 @@ from hypothesis import settings  # noqa: E402
 # Every example compiles new shapes; deadlines would measure XLA, not the loss.
 settings.register_profile("circle_jax", deadline=None, max_examples=25, derandomize=True)
 settings.load_profile("circle_jax")
+
+
+# Every collected test with its module and tier, before ``-m`` deselects any:
+# tests/test_tiers.py checks the tiers on it.
+COLLECTED = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  config.stash[COLLECTED] = [
+      (item.nodeid, item.path, item.get_closest_marker("slow") is not None, _module_is_slow(item))
+      for item in items]
+
+
+def _module_is_slow(item) -> bool:
+  module = item.getparent(pytest.Module)
+  return module is not None and any(m.name == "slow" for m in module.own_markers)
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ RUN_ELSEWHERE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if _blocks(p, "python")
                                   and _name(p) not in RUN_ELSEWHERE], ids=_name)
 def test_python_blocks_run(page):

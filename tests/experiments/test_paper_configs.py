@@ -104,6 +104,7 @@ def _check_log(workdir, keys):
 
 # Two face configs run end to end, one on each data format; the other three face losses run
 # on the same protocol as the members of one ablation program (test_runlocal_configs_…).
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FACE[:2])
 def test_face_runlocal_end_to_end(name, synthetic, tmp_path):
   # One reads the RecordIO pack, the other the identity folders.
@@ -126,6 +127,7 @@ def test_face_runlocal_end_to_end(name, synthetic, tmp_path):
     _check_log(str(tmp_path), ["tar@far=0.1"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, variant", [("reid_circle", "market1501"),
                                            ("reid_am_softmax", "msmt17")])
 def test_reid_runlocal_end_to_end(name, variant, synthetic, tmp_path):
@@ -137,6 +139,7 @@ def test_reid_runlocal_end_to_end(name, variant, synthetic, tmp_path):
   _check_log(str(tmp_path), ["cmc@1", "map"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, variant", [("fine_grained_circle", "cub200"),
                                            ("fine_grained_multi_similarity", "sop")])
 def test_fine_grained_runlocal_end_to_end_on_mock_tfds(name, variant, tmp_path):
@@ -254,6 +257,7 @@ def _ablation_grid(c, tmp_path, **axes):
   return grid.run(c, str(tmp_path), sequential=False, say=lambda *a, **k: None)
 
 
+@pytest.mark.slow
 def test_runlocal_configs_run_as_ablation_grids(synthetic, tmp_path):
   # Re-ID over two margins, class-level Circle with the re-ID evaluator (CMC, mAP).
   c = _local("reid_circle", "market1501,local", **{"data.path": str(synthetic / "market")})
@@ -276,6 +280,7 @@ def test_runlocal_configs_run_as_ablation_grids(synthetic, tmp_path):
   assert all(np.isfinite(record["final_loss"]))
 
 
+@pytest.mark.slow
 def test_fine_grained_runlocal_config_runs_as_an_ablation_grid(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   labels = {"train": np.repeat(np.arange(6), 5), "test": np.repeat(np.arange(100, 106), 5)}

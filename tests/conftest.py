@@ -7,7 +7,7 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 
-# Importing TensorFlow (the TFDS pipeline tests) imports keras too, which fixes
+# Importing TensorFlow (the TFRecord and conformance tests) imports keras too, which fixes
 # its backend for the process; the conformance suite needs keras on JAX, so set
 # it before any test module can import TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "jax")

@@ -17,7 +17,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-# Importing TensorFlow (the TFDS pipeline tests) imports keras too, which fixes
+# Importing TensorFlow (the TFRecord and conformance tests) imports keras too, which fixes
 # its backend for the process; the conformance suite needs keras on JAX, so set
 # it before any test module can import TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "jax")

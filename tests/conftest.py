@@ -61,6 +61,12 @@ def rng():
   return np.random.default_rng(0)
 
 
+def slow(*values, **kwargs):
+  """A parametrisation (``pytest.param``'s arguments) that runs in the slow tier only:
+  a sweep keeps a few representative cases fast and the rest here."""
+  return pytest.param(*values, marks=pytest.mark.slow, **kwargs)
+
+
 def labels_with_pattern(rng, batch, pattern):
   """Integer labels [batch] in one of the patterns that break implementations."""
   if pattern == "pk":  # P classes × K samples, shuffled

@@ -224,6 +224,9 @@ def build(config: ml_collections.ConfigDict, *, losses: Sequence[str] = (),
   _int_at_least(config, "seed", 0)
   if not isinstance(field(config, "distributed"), bool):
     raise ConfigError(f"config.distributed: expected bool, got {config.distributed!r}")
+  if not isinstance(field(config, "compilation_cache_dir"), str):
+    raise ConfigError(f"config.compilation_cache_dir: expected a directory path (str; \"\" = off), "
+                      f"got {config.compilation_cache_dir!r}")
   _int_at_least(config, "data.num_workers", 0) if "num_workers" in config.data else None
   _int_at_least(config, "data.prefetch", 1) if "prefetch" in config.data else None
   _check_images(config)

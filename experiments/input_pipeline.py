@@ -3,7 +3,7 @@
 | data.name | data | evaluation sets (what ``config.evals`` reads) |
 |---|---|---|
 | ``mnist_5k``, ``sklearn_digits`` | bundled digits, by class or by image | ``test`` (with its pixels) |
-| ``cub200``, ``cars196``, ``sop`` | TFDS (tf.data), class-disjoint | ``test`` |
+| ``cub200``, ``cars196``, ``sop`` | a prepared TFDS directory (ArrayRecord), class-disjoint | ``test`` |
 | ``market1501``, ``msmt17`` | the user's unpacked folders | ``query``, ``gallery`` (ids, cameras) |
 | ``face_folders``, ``face_recordio`` | identity folders / ``train.rec`` packs | one pair set per ``.bin`` file; ``templates`` (IJB-style) |
 
@@ -12,10 +12,10 @@ What is measured on those sets is up to the evaluators
 
 Per process, not per run: every pipeline reads and decodes only the rows of
 each global batch that this process's devices hold (``rows``, from
-``circle_jax.training.process_rows``), training and evaluation alike. The
-digits, re-ID folders and face packs decode in grain worker processes
-(``config.data.num_workers``; 0 decodes in the training process, ahead of the
-step), the fine-grained sets in a tf.data pipeline over the same rows. Each
+``circle_jax.training.process_rows``), training and evaluation alike. Every
+dataset (digits, fine-grained sets, re-ID folders, face packs) decodes in grain
+worker processes (``config.data.num_workers``; 0 decodes in the training
+process, ahead of the step); none needs TensorFlow. Each
 training batch is ``{"image": float32 [R, H, W, C], "label": [R], "step"}``, a
 function of (seed, step) and of the rows alone; an :class:`EvalSet` is embedded
 through an :class:`Embed` that the training loop provides.
@@ -103,6 +103,10 @@ class TrainInput:
     state = None
     if resume_from is not None and resume_from.get("start") is not None:
       start, state = int(resume_from["start"]), resume_from.get("iterator")
+      if state is None and resume_from.get("next_step") is not None:
+        # Saved without an iterator state (the fine-grained sets' earlier
+        # tf.data input): batches are functions of the step, so go on from it.
+        start = int(resume_from["next_step"])
     self.start = start
     try:
       self._it = make(start, state)
@@ -215,8 +219,13 @@ class DigitsPipeline(_HostDecoded):
                             labels=labels, pixels=test)}
 
 
-class FineGrainedPipeline(Pipeline):
-  """CUB-200-2011 / Cars196 / SOP through TFDS; Recall@K over the test classes."""
+class FineGrainedPipeline(_HostDecoded):
+  """CUB-200-2011 / Cars196 / SOP from a prepared TFDS directory; Recall@K over the test classes.
+
+  Read and decoded without TensorFlow (``circle_jax.data.load_fine_grained``):
+  random resized crops and flips for training, the centre view for evaluation,
+  both decoded in grain workers like the other photo sources.
+  """
 
   def __init__(self, config):
     self.config = config
@@ -227,49 +236,24 @@ class FineGrainedPipeline(Pipeline):
     self.data = cdata.load_fine_grained(d.name, d.path or None, download=d.download)
     self.num_train_classes = self.data.num_train_classes
     self.size = int(d.image_size[0])
+    self.source = cdata.FineGrainedSource(self.data.train, self.size, crop_to_bbox=d.crop_to_bbox)
+    self.test_source = cdata.FineGrainedSource(self.data.test, self.size,
+                                               crop_to_bbox=d.crop_to_bbox)
+    self.augment = cdata.RandomResizedCrop(min_area=d.min_crop_area)
+    self.mean, self.std = tuple(d.mean), tuple(d.std)
+    for source, role in ((self.source, "training"), (self.test_source, "test")):
+      if len(source):
+        _check_first_image(source, role)
     self.description = (f"Retrieval of the {d.name} test classes ({len(self.data.test)} images, "
                         "each query left out of its gallery)")
 
   def init_images(self):
     return np.zeros((1, self.size, self.size, 3), np.float32)
 
-  def train_input(self, rows, *, num_steps, first_step, sampler, classes_per_batch,
-                  images_per_class, seed, resume_from=None):
-    d = self.config.data
-
-    def make(start, state):
-      del state  # tf.data restarts at a step: its batches are functions of the step
-      for batch in cdata.tfds_train_batches(
-          self.data.train, first_step=start, num_steps=num_steps, sampler=sampler,
-          classes_per_batch=classes_per_batch, images_per_class=images_per_class, seed=seed,
-          image_size=self.size, crop_to_bbox=d.crop_to_bbox, min_area=d.min_crop_area,
-          rows=rows):
-        yield {"image": cdata.normalise_images(batch["image"], d.mean, d.std), "label": batch["label"],
-               "step": batch["step"], "decoded": np.int64(len(rows))}
-
-    if resume_from is not None:  # the step is the whole position of a tf.data pipeline
-      resume_from = {"next_step": resume_from.get("next_step"), "start": resume_from.get("next_step")}
-    return TrainInput(make, first_step, resume_from)
-
   def eval_sets(self):
-    return {"test": EvalSet("test", len(self.data.test), self._embed_test,
-                            labels=self.data.test.labels)}
-
-  def _embed_test(self, embed: Embed, flip: bool = False) -> np.ndarray:
-    if flip:
-      raise ValueError("the fine-grained test set is embedded without flips")
-    d = self.config.data
-    n = len(self.data.test)
-    num_batches = -(-n // embed.batch_size)
-    # This process's images of every evaluation batch, in order; −1 pads past the end.
-    idx = (np.arange(num_batches)[:, None] * embed.batch_size + embed.rows[None, :]).reshape(-1)
-    idx = np.where(idx < n, idx, -1)
-    local = cdata.tfds_eval_images(self.data.test, image_size=self.size,
-                                   batch_size=len(embed.rows), crop_to_bbox=d.crop_to_bbox,
-                                   indices=idx)
-    counts = (idx >= 0).reshape(num_batches, -1).sum(axis=1)
-    return embed.local_batches(({"image": cdata.normalise_images(b, d.mean, d.std), "decoded": c}
-                                for b, c in zip(local, counts)), n)
+    def embed_test(embed: Embed, flip: bool = False) -> np.ndarray:
+      return embed.source(self.test_source, flip=flip, mean=self.mean, std=self.std)
+    return {"test": EvalSet("test", len(self.data.test), embed_test, labels=self.data.test.labels)}
 
 
 class _Photos(_HostDecoded):

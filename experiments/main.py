@@ -7,6 +7,10 @@ Run from the repository root:
 Any config field can be overridden: ``--config.loss.gamma=256``. Started again
 with the same ``--workdir``, a run resumes from its newest checkpoint.
 
+``--config.compilation_cache_dir=<dir>`` (or JAX's own ``JAX_COMPILATION_CACHE_DIR``)
+keeps the compiled programs in ``<dir>``: a second run of the same config loads
+them instead of compiling again (the README gives the time it saves).
+
 On several hosts, run the same command once per host (one process each) with
 JAX's distributed flags:
 
@@ -70,6 +74,19 @@ def initialize_distributed(coordinator_address, num_processes, process_id, *,
                              heartbeat_timeout_seconds=heartbeat_timeout_seconds)
 
 
+def use_compilation_cache(directory: str) -> None:
+  """Turns on JAX's persistent compilation cache in ``directory`` for this process.
+
+  Must run before the first compilation: JAX decides once, at its first
+  compile, whether the cache is used. Every program is cached, however quickly
+  it compiled (JAX's default skips those under a second, which is most of a
+  small model's programs on a CPU).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def name_lost_processes(timeout: float) -> None:
   """After a failure in a multi-process run: prints which processes stopped answering.
 
@@ -104,6 +121,8 @@ def main(argv):
   absl_logging.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.config.get("compilation_cache_dir"):
+    use_compilation_cache(FLAGS.config.compilation_cache_dir)
   multi = bool(FLAGS.config.distributed or FLAGS.coordinator_address or FLAGS.num_processes)
   if multi:
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,

@@ -1,13 +1,23 @@
-"""Shared fixtures: float64 scope, seeded numpy generators, hypothesis profile."""
+"""Shared fixtures: float64 scope, seeded numpy generators, hypothesis profile; the test tiers."""
 
 import os
+import pathlib
 
 # Eight emulated CPU devices for the sharding tests; set before JAX starts its backend.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 
-# Importing TensorFlow (the TFDS pipeline tests) imports keras too, which fixes
+# One persistent compilation cache for the whole run: the xdist workers and every
+# process they start (experiments.main runs, notebook kernels) inherit these
+# variables, so a program compiled once, by any of them, in this run or an
+# earlier one, is loaded instead of compiled again. Every program is kept: most
+# of the suite's compile in well under JAX's default threshold of one second.
+REPO = pathlib.Path(__file__).resolve().parents[1]
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+# Importing TensorFlow (the TFRecord and conformance tests) imports keras too, which fixes
 # its backend for the process; the conformance suite needs keras on JAX, so set
 # it before any test module can import TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -22,6 +32,23 @@ settings.register_profile("circle_jax", deadline=None, max_examples=25, derandom
 settings.load_profile("circle_jax")
 
 
+# Every collected test with its module and tier, before ``-m`` deselects any:
+# tests/test_tiers.py checks the tiers on it.
+COLLECTED = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  config.stash[COLLECTED] = [
+      (item.nodeid, item.path, item.get_closest_marker("slow") is not None, _module_is_slow(item))
+      for item in items]
+
+
+def _module_is_slow(item) -> bool:
+  module = item.getparent(pytest.Module)
+  return module is not None and any(m.name == "slow" for m in module.own_markers)
+
+
 @pytest.fixture
 def x64():
   """Runs the test with 64-bit floats enabled (for tight gradient checks)."""
@@ -32,6 +59,12 @@ def x64():
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)
+
+
+def slow(*values, **kwargs):
+  """A parametrisation (``pytest.param``'s arguments) that runs in the slow tier only:
+  a sweep keeps a few representative cases fast and the rest here."""
+  return pytest.param(*values, marks=pytest.mark.slow, **kwargs)
 
 
 def labels_with_pattern(rng, batch, pattern):

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from experiments import benchmark_lib
 from experiments.configs import benchmark as benchmark_config
 
@@ -15,6 +17,7 @@ STEPS = dict(pairwise_time=("floor", "recompute_floor", "dense", "chunked"),
              pml=("circle_jax", "pml"))
 
 
+@pytest.mark.slow
 def test_quick_benchmark_runs(tmp_path, capsys):
   out = tmp_path / "bench.json"
   config = benchmark_config.get_config("quick")
@@ -109,6 +112,7 @@ def _cli(*args):
                         capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_cli_names_a_bad_override_in_one_line():
   done = _cli("--config", "experiments/configs/benchmark.py:quick", "--config.repeat=1")
   assert done.returncode != 0

@@ -11,6 +11,9 @@ import sys
 
 import pytest
 
+# Builds the docs site: the slow tier.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("sphinx")
 pytest.importorskip("myst_nb")
 pytest.importorskip("furo")

@@ -3,16 +3,22 @@ packs, TFDS fine-grained sets; P×K sampling, augmentation; per-process batches 
 
 Everything here runs on the host; a batch is a deterministic function of
 (seed, step), so a resumed run sees exactly the batches it would have seen.
-The TFDS pipelines (``load_fine_grained``, ``tfds_train_batches``,
-``tfds_eval_images``) import TensorFlow when first called, never at ``import circle_jax.data``.
+The fine-grained sets (``load_fine_grained``, ``tfds_train_batches``,
+``tfds_eval_images``, ``FineGrainedSource``) read directories that TFDS
+prepared in the ArrayRecord format with tensorflow-datasets (imported when
+first called, never at ``import circle_jax.data``) and decode with Pillow:
+TensorFlow is needed only to prepare such a directory (``tfds build …
+--file_format=array_record``), not to train or evaluate on it.
 """
 
+from circle_jax.data._augment import random_resized_crop_box
 from circle_jax.data._augment import random_shift
 from circle_jax.data._augment import random_flip
 from circle_jax.data._augment import flip_images
 from circle_jax.data._augment import shift_images
 from circle_jax.data._loader import EvalBatches
 from circle_jax.data._loader import HostAugment
+from circle_jax.data._loader import RandomResizedCrop
 from circle_jax.data._loader import SAMPLERS
 from circle_jax.data._loader import TrainBatches
 from circle_jax.data._loader import batch_indices
@@ -44,6 +50,8 @@ from circle_jax.data._sources import RecordIOImageSource
 from circle_jax.data._tfds import FINE_GRAINED
 from circle_jax.data._tfds import EncodedImages
 from circle_jax.data._tfds import FineGrainedData
+from circle_jax.data._tfds import FineGrainedSource
+from circle_jax.data._tfds import TfdsRecords
 from circle_jax.data._tfds import class_half_split
 from circle_jax.data._tfds import eval_images as tfds_eval_images
 from circle_jax.data._tfds import load_fine_grained
@@ -66,6 +74,8 @@ __all__ = (
     "flip_images",
     "grain_batches",
     "HostAugment",
+    "RandomResizedCrop",
+    "random_resized_crop_box",
     "normalise_images",
     "SAMPLERS",
     "shift_images",
@@ -82,6 +92,8 @@ __all__ = (
     "FileImageSource",
     "FINE_GRAINED",
     "FineGrainedData",
+    "FineGrainedSource",
+    "TfdsRecords",
     "IjbProtocol",
     "ImageSource",
     "load_digits",

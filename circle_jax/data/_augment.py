@@ -1,6 +1,12 @@
-"""Light augmentation for small grey-scale images."""
+"""Augmentation on the host: shifts and flips of decoded batches; crop geometry for photos.
+
+The crop functions only choose boxes (numpy); ``circle_jax.data._images``
+decodes and resizes the chosen region with Pillow.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -83,3 +89,97 @@ def flip_images(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
     [[1, 0], [2, 3]]
   """
   return np.where(np.asarray(flip)[:, None, None, None], images[:, :, ::-1], images)
+
+
+def random_resized_crop_box(height: int, width: int, rng: np.random.Generator, *,
+                            area_range=(0.16, 1.0), aspect_range=(3 / 4, 4 / 3),
+                            attempts: int = 10) -> tuple[int, int, int, int]:
+  """A random box of an image: the crop of a random-resized-crop augmentation.
+
+  Up to ``attempts`` times, draws an area (a uniform fraction in
+  ``area_range`` of the image's) and an aspect ratio width / height
+  (log-uniform in ``aspect_range``, so portrait and landscape are equally
+  likely) and keeps the first box of that shape that fits, at a uniform
+  position; if none fits, the whole image.
+
+  Args:
+    height, width: the image size in pixels (≥ 1).
+    rng: the generator (one per image and step, for reproducible crops).
+    area_range: (min, max) fraction of the image area.
+    aspect_range: (min, max) width / height.
+    attempts: draws before falling back to the whole image.
+
+  Returns:
+    ``(top, left, bottom, right)`` in pixels, ``0 ≤ top < bottom ≤ height``
+    and ``0 ≤ left < right ≤ width``.
+
+  Example:
+    >>> top, left, bottom, right = random_resized_crop_box(100, 80, np.random.default_rng(0))
+    >>> 0 <= top < bottom <= 100 and 0 <= left < right <= 80
+    True
+    >>> (top, left, bottom, right) == random_resized_crop_box(100, 80, np.random.default_rng(0))
+    True
+    >>> random_resized_crop_box(1, 1, np.random.default_rng(0))
+    (0, 0, 1, 1)
+  """
+  if height < 1 or width < 1:
+    raise ValueError(f"random_resized_crop_box: empty image {height}×{width}")
+  if not 0 < area_range[0] <= area_range[1] <= 1:
+    raise ValueError(f"random_resized_crop_box: area_range must satisfy 0 < min ≤ max ≤ 1, got "
+                     f"{tuple(area_range)}")
+  log_aspect = (math.log(aspect_range[0]), math.log(aspect_range[1]))
+  for _ in range(attempts):
+    area = height * width * rng.uniform(*area_range)
+    aspect = math.exp(rng.uniform(*log_aspect))
+    h = int(round(math.sqrt(area / aspect)))
+    w = int(round(math.sqrt(area * aspect)))
+    if 0 < h <= height and 0 < w <= width:
+      top = int(rng.integers(0, height - h + 1))
+      left = int(rng.integers(0, width - w + 1))
+      return top, left, top + h, left + w
+  return 0, 0, height, width
+
+
+def bbox_pixels(bbox, height: int, width: int) -> tuple[int, int, int, int]:
+  """A normalised box ``[ymin, xmin, ymax, xmax]`` (TFDS's BBoxFeature) → pixels of an image.
+
+  The pixel box covers the normalised one (floor of the minima, ceiling of the
+  maxima), at least one pixel, inside the image.
+
+  Returns:
+    ``(top, left, bottom, right)``.
+
+  Example:
+    >>> bbox_pixels([0.25, 0.5, 0.5, 0.84], 40, 60)
+    (10, 30, 20, 51)
+  """
+  ymin, xmin, ymax, xmax = (float(v) for v in bbox)
+  top = min(max(int(math.floor(ymin * height)), 0), height - 1)
+  left = min(max(int(math.floor(xmin * width)), 0), width - 1)
+  bottom = min(max(int(math.ceil(ymax * height)), top + 1), height)
+  right = min(max(int(math.ceil(xmax * width)), left + 1), width)
+  return top, left, bottom, right
+
+
+def centre_crop_geometry(height: int, width: int, size: int,
+                         resize_ratio: float) -> tuple[tuple[int, int], tuple[int, int]]:
+  """The evaluation view: shorter side resized to ``size · resize_ratio``, then the centre square.
+
+  Args:
+    height, width: the image (or box) size.
+    size: S, the side of the square.
+    resize_ratio: the shorter side before the crop, as a multiple of S (256 /
+      224 is the usual ImageNet view).
+
+  Returns:
+    ``((H', W'), (top, left))``: the resized size (each side rounded, at least
+    S) and the top-left corner of the S×S crop in it.
+
+  Example:
+    >>> centre_crop_geometry(300, 400, 224, 256 / 224)
+    ((256, 341), (16, 58))
+  """
+  scale = size * resize_ratio / min(height, width)
+  h = max(int(round(height * scale)), size)
+  w = max(int(round(width * scale)), size)
+  return (h, w), ((h - size) // 2, (w - size) // 2)

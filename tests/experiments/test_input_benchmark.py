@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from experiments import input_benchmark_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow
 def test_quick_input_benchmark(tmp_path, capsys):
   out = tmp_path / "bench.json"
   # One training run (1 worker): the 0-worker one adds a compile, not a code path.

@@ -25,6 +25,9 @@ from experiments.configs import class_disjoint
 from experiments.configs import face_circle
 from tests.data import fake_datasets
 
+# Real multi-process runs (several experiments.main processes): the slow tier.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The class-disjoint digits run, shortened. (A smaller CNN would be quicker, but its
 # training is chaotic enough that 1 and 8 devices of one process part after a

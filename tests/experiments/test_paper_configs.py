@@ -1,5 +1,5 @@
 """Every paper-setting config: the paper's hyper-parameters, and its runlocal variant end to end
-on synthetic folders / RecordIO packs / .bin files / mocked TFDS data."""
+on synthetic folders / RecordIO packs / .bin files / tiny prepared TFDS directories."""
 
 import importlib
 import os
@@ -104,6 +104,7 @@ def _check_log(workdir, keys):
 
 # Two face configs run end to end, one on each data format; the other three face losses run
 # on the same protocol as the members of one ablation program (test_runlocal_configs_…).
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FACE[:2])
 def test_face_runlocal_end_to_end(name, synthetic, tmp_path):
   # One reads the RecordIO pack, the other the identity folders.
@@ -126,6 +127,7 @@ def test_face_runlocal_end_to_end(name, synthetic, tmp_path):
     _check_log(str(tmp_path), ["tar@far=0.1"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, variant", [("reid_circle", "market1501"),
                                            ("reid_am_softmax", "msmt17")])
 def test_reid_runlocal_end_to_end(name, variant, synthetic, tmp_path):
@@ -137,28 +139,30 @@ def test_reid_runlocal_end_to_end(name, variant, synthetic, tmp_path):
   _check_log(str(tmp_path), ["cmc@1", "map"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, variant", [("fine_grained_circle", "cub200"),
                                            ("fine_grained_multi_similarity", "sop")])
 def test_fine_grained_runlocal_end_to_end_on_mock_tfds(name, variant, tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
+  # A tiny set prepared by TFDS as ArrayRecord (the synthetic builder of
+  # fake_datasets), read and decoded without TensorFlow in 2 grain workers.
+  pytest.importorskip("tensorflow_datasets")
   if variant == "sop":
     labels = {"train": np.repeat(np.arange(6), 5), "test": np.repeat(np.arange(6, 12), 5)}
-    mock = fake.tfds_as_dataset_fn(labels, "class_id", bbox=False, sizes=(20, 12))
+    path = fake.write_tfds(tmp_path / "tfds", "stanford_online_products", labels, sizes=(20, 12))
   else:
     labels = {"train": np.repeat(np.arange(6), 5), "test": np.repeat(np.arange(100, 106), 5)}
-    mock = fake.tfds_as_dataset_fn(labels, sizes=(20, 12))
-  c = _local(name, f"{variant},local", **{"data.crop_to_bbox": variant == "cub200"})
-  if variant == "sop":  # SOP's R@100 and R@1000 need more than the 30 mock test images
-    with tfds.testing.mock_data(as_dataset_fn=mock):
-      with pytest.raises(builder.ConfigError,
-                         match=r"config.evals.retrieval.ks: k = 1000 ≥ the 30 test images"):
-        builder.build(c)
+    path = fake.write_tfds(tmp_path / "tfds", "caltech_birds2011", labels, sizes=(20, 12))
+  c = _local(name, f"{variant},local",
+             **{"data.crop_to_bbox": variant == "cub200", "data.path": path})
+  if variant == "sop":  # SOP's R@100 and R@1000 need more than the 30 test images
+    with pytest.raises(builder.ConfigError,
+                       match=r"config.evals.retrieval.ks: k = 1000 ≥ the 30 test images"):
+      builder.build(c)
     c.evals.retrieval.ks = (1, 10)
-  with tfds.testing.mock_data(as_dataset_fn=mock):
-    r = train.train_and_evaluate(c, str(tmp_path))
+  r = train.train_and_evaluate(c, str(tmp_path / "run"))
   ks = (1, 10) if variant == "sop" else (1, 2, 4, 8)
   assert tuple(r["recall"]) == ks and all(0 <= v <= 1 for v in r["recall"].values())
-  _check_log(str(tmp_path), ["recall@1"])
+  _check_log(str(tmp_path / "run"), ["recall@1"])
 
 
 def test_missing_data_errors_say_where_and_how(tmp_path):
@@ -254,6 +258,7 @@ def _ablation_grid(c, tmp_path, **axes):
   return grid.run(c, str(tmp_path), sequential=False, say=lambda *a, **k: None)
 
 
+@pytest.mark.slow
 def test_runlocal_configs_run_as_ablation_grids(synthetic, tmp_path):
   # Re-ID over two margins, class-level Circle with the re-ID evaluator (CMC, mAP).
   c = _local("reid_circle", "market1501,local", **{"data.path": str(synthetic / "market")})
@@ -276,12 +281,13 @@ def test_runlocal_configs_run_as_ablation_grids(synthetic, tmp_path):
   assert all(np.isfinite(record["final_loss"]))
 
 
+@pytest.mark.slow
 def test_fine_grained_runlocal_config_runs_as_an_ablation_grid(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
+  pytest.importorskip("tensorflow_datasets")
   labels = {"train": np.repeat(np.arange(6), 5), "test": np.repeat(np.arange(100, 106), 5)}
-  mock = fake.tfds_as_dataset_fn(labels, sizes=(20, 12))
-  c = _local("fine_grained_circle", "cub200,local", **{"data.crop_to_bbox": True})
-  with tfds.testing.mock_data(as_dataset_fn=mock):
-    record = _ablation_grid(c, tmp_path, gammas=(32.0, 80.0))
+  path = fake.write_tfds(tmp_path / "tfds", "caltech_birds2011", labels, sizes=(20, 12))
+  c = _local("fine_grained_circle", "cub200,local",
+             **{"data.crop_to_bbox": True, "data.path": path})
+  record = _ablation_grid(c, tmp_path / "grid", gammas=(32.0, 80.0))
   assert [m["hparams"]["gamma"] for m in record["members"]] == [32.0, 80.0]
   assert all(0 <= r["recall@1"] <= r["recall@8"] <= 1 for r in record["metrics"])

@@ -35,6 +35,7 @@ def tiny_config(**overrides):
   return c
 
 
+@pytest.mark.slow
 def test_the_default_run_beats_raw_pixels(tmp_path, capsys):
   # The README's main command as shipped (experiments/configs/default.py: the
   # closed-set split, 150 steps, seed 0) on one device, as on a plain CPU. The
@@ -60,6 +61,7 @@ def test_the_default_run_beats_raw_pixels(tmp_path, capsys):
       for r in records for name, v in r.items() if name not in ("step", "event")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["circle_pair", "am_softmax"])
 def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch, loss):
   hp = {"loss.name": loss}
@@ -102,6 +104,7 @@ def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(tmp_path, mon
   assert again["resumed_from"] == 6 and again["final_loss"] is None
 
 
+@pytest.mark.slow
 def test_class_proxies_on_a_model_axis_train_like_one_device(tmp_path, capsys):
   # circle_class on 2 devices, both on 'model': the 5 digit classes padded to 6
   # proxy rows, 3 per device. SGD: AdamW would turn the rounding noise in the
@@ -266,6 +269,23 @@ def _main_command(workdir, num_steps):
           "--config.optimizer.warmup_steps=0"]
 
 
+# What the default job must not import: the README's main command installs
+# requirements.txt alone, without the extras and the test references.
+HEAVY = ("tensorflow", "tensorflow_datasets", "torch", "keras", "matplotlib", "pandas", "sklearn",
+         "mlxtend")
+
+
+def _run_main_listing_heavy_imports(workdir, num_steps):
+  """``python -m experiments.main`` (run as such, by runpy) that prints, at exit, which
+  of :data:`HEAVY` it imported, at import or at run time."""
+  argv = ["experiments.main"] + _main_command(workdir, num_steps)[3:]
+  code = ("import atexit, runpy, sys; "
+          f"atexit.register(lambda: print('imported:', sorted(set({HEAVY!r}) & set(sys.modules)))); "
+          f"sys.argv = {argv!r}; runpy.run_module('experiments.main', run_name='__main__')")
+  return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True,
+                        text=True, timeout=600)
+
+
 def _env():
   # A plain CPU process (no emulated devices); the command asks for one device.
   return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
@@ -291,9 +311,10 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_one(tm
 
   num_steps = 150
   whole = tmp_path / "whole"
-  out = subprocess.run(_main_command(whole, num_steps), cwd=ROOT, env=_env(),
-                       capture_output=True, text=True, timeout=600)
+  out = _run_main_listing_heavy_imports(whole, num_steps)
   assert out.returncode == 0, out.stderr[-3000:]
+  assert "Recall@K" in out.stdout                                # it trained and evaluated
+  assert out.stdout.strip().splitlines()[-1] == "imported: []"  # no TensorFlow, no torch
   expected = training.read_jsonl(whole / "metrics.jsonl")
 
   killed = tmp_path / "killed"
@@ -345,6 +366,7 @@ def test_closed_set_protocol_applies_to_every_loss_config(name):
   assert config.optimizer.learning_rate == closed_set.get_config().optimizer.learning_rate
 
 
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
   """A finished 6-step run (checkpoints 2, 4, 6) whose step-6 array data is then
   zeroed: started again, it says so in one line, resumes from step 4, keeps the

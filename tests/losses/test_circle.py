@@ -441,7 +441,9 @@ def test_masks_may_add_leading_axes(x64, rng):
   chex.assert_trees_all_close(closed, auto, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("margin, gamma", SETTINGS)
+# Fast tier: the face setting; the other settings run in the slow tier.
+@pytest.mark.parametrize("margin, gamma", [SETTINGS[0]] + [
+    pytest.param(*s, marks=pytest.mark.slow) for s in SETTINGS[1:]])
 def test_exponents_recombine_to_circle_loss(x64, rng, margin, gamma):
   """circle_loss = softplus(LSE(l_p) + LSE(l_n)) of the exposed exponents, gradients too."""
   sp, sn, _, _ = random_sets(rng, (3,), 4, 5)

@@ -11,6 +11,8 @@ from jax.test_util import check_grads
 
 from circle_jax import circle_loss, class_circle_loss
 
+from tests.conftest import slow
+
 
 def np_class_circle(x, w, labels, margin, gamma):
   """Per-example Eq. 6 with K = 1 (own proxy) and L = C − 1 (other proxies), float64."""
@@ -74,7 +76,9 @@ def test_defaults_are_face_setting_and_equal_similarity_set_form(rng):
   chex.assert_trees_all_close(got, sets, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 7, 13, 64])
+# Fast tier: chunk 7 (does not divide C = 13: a padded last chunk), both α modes;
+# chunks of 1, 4, 13 (= C) and 64 (> C) run in the slow tier.
+@pytest.mark.parametrize("chunk_size", [slow(1), slow(4), 7, slow(13), slow(64)])
 @pytest.mark.parametrize("through_alpha", [False, True])
 def test_chunked_equals_dense(x64, rng, chunk_size, through_alpha):
   """13 classes: chunk sizes that divide, do not divide, and exceed C."""

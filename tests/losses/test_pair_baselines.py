@@ -194,6 +194,11 @@ CONFIGS = [  # (loss name, keyword arguments); {} exercises the documented defau
 ]
 
 
+def slow(param):
+  """The same parametrisation, run in the slow tier only."""
+  return pytest.param(*param.values, id=param.id, marks=[*param.marks, pytest.mark.slow])
+
+
 def config_id(name, kw):
   return name + ("" if not kw else "-" + ",".join(f"{k}={v}" for k, v in kw.items()))
 
@@ -202,6 +207,13 @@ CONFIG_PARAMS = [pytest.param(n, kw, id=config_id(n, kw)) for n, kw in CONFIGS]
 DEFAULT_PARAMS = [pytest.param(n, {}, id=n) for n in LOSSES]
 # One non-default configuration per loss.
 OTHER_PARAMS = [CONFIG_PARAMS[i] for i in (1, 5, 8, 10, 13, 16)]
+# Fast tier: every loss at its documented defaults; the other configurations
+# run in the slow tier (the value tests keep every configuration fast).
+DEFAULTS_FAST = DEFAULT_PARAMS + [slow(p) for p in OTHER_PARAMS]
+CONFIGS_DEFAULTS_FAST = [p if not p.values[1] else slow(p) for p in CONFIG_PARAMS]
+# jit / vmap: the batch-hard (hard-example max/min) and batch-all (hinge
+# averaging) configurations stay fast, the other losses' run in the slow tier.
+TRANSFORM_PARAMS = OTHER_PARAMS[:2] + [slow(p) for p in OTHER_PARAMS[2:]]
 
 
 def random_batch(rng, batch, pattern, dim=4, dtype=np.float64):
@@ -231,6 +243,10 @@ SHAPE_CASES = [
         (12, "single_class"),
     ]
 ]
+# Fast tier: one no-negative (B5 single class), one mixed (B8) and one P×K (B12)
+# batch for every configuration; the sweep's other shapes run in the slow tier.
+FAST_SHAPES = ("B5-single_class", "B8-mixed", "B12-pk")
+SHAPE_CASES = [p if p.id in FAST_SHAPES else slow(p) for p in SHAPE_CASES]
 
 
 def check_against_reference(name, kw, x, labels):
@@ -251,7 +267,7 @@ def test_matches_reference_float64(x64, rng, name, kw, batch, pattern):
   check_against_reference(name, kw, *random_batch(rng, batch, pattern))
 
 
-@pytest.mark.parametrize("name,kw", DEFAULT_PARAMS + OTHER_PARAMS)
+@pytest.mark.parametrize("name,kw", DEFAULTS_FAST)
 def test_tiny_batches(x64, rng, name, kw):
   # One row, two singletons, one pair of a class: no anchor is ever valid.
   for batch, pattern in [(1, "mixed"), (2, "singletons"), (2, "pk")]:
@@ -456,7 +472,7 @@ def test_batch_hard_ties_share_gradient(x64):
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,kw", CONFIG_PARAMS)
+@pytest.mark.parametrize("name,kw", CONFIGS_DEFAULTS_FAST)
 def test_check_grads(x64, name, kw):
   rng = np.random.default_rng(1)
   x, labels = random_batch(rng, 8, "mixed")
@@ -470,7 +486,7 @@ def test_check_grads(x64, name, kw):
   check_grads(f, (jnp.asarray(x),), order=1, modes=("rev",), eps=1e-6)
 
 
-@pytest.mark.parametrize("name,kw", CONFIG_PARAMS)
+@pytest.mark.parametrize("name,kw", CONFIGS_DEFAULTS_FAST)
 def test_no_valid_anchor_gives_zero_loss_and_gradient(x64, rng, name, kw):
   for pattern in ("singletons", "single_class"):
     x, labels = random_batch(rng, 8, pattern)
@@ -480,7 +496,7 @@ def test_no_valid_anchor_gives_zero_loss_and_gradient(x64, rng, name, kw):
     np.testing.assert_array_equal(np.asarray(grad), np.zeros_like(x), err_msg=pattern)
 
 
-@pytest.mark.parametrize("name,kw", DEFAULT_PARAMS + OTHER_PARAMS)
+@pytest.mark.parametrize("name,kw", DEFAULTS_FAST)
 def test_invalid_anchors_have_zero_jacobian_rows(x64, name, kw):
   rng = np.random.default_rng(2)
   x = rng.normal(size=(8, 4))
@@ -511,8 +527,12 @@ def degenerate_batch(rng, dtype):
 
 @pytest.mark.parametrize(
     "name,kw,dtype",
-    [pytest.param(*p.values, np.float32, id=p.id + "-f32") for p in DEFAULT_PARAMS + OTHER_PARAMS]
-    + [pytest.param(*p.values, np.float64, id=p.id + "-f64") for p in DEFAULT_PARAMS],
+    # Fast tier: the defaults in float32 (where a zero distance's rounding shows);
+    # the other configurations and float64 run in the slow tier.
+    [pytest.param(*p.values, np.float32, id=p.id + "-f32", marks=p.marks)
+     for p in DEFAULTS_FAST]
+    + [pytest.param(*p.values, np.float64, id=p.id + "-f64", marks=pytest.mark.slow)
+       for p in DEFAULT_PARAMS],
 )
 def test_degenerate_embeddings_are_finite(name, kw, dtype):
   with jax.enable_x64(dtype == np.float64):
@@ -535,7 +555,7 @@ def test_degenerate_embeddings_are_finite(name, kw, dtype):
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,kw", OTHER_PARAMS)
+@pytest.mark.parametrize("name,kw", TRANSFORM_PARAMS)
 def test_jit_matches_eager(x64, rng, name, kw):
   x, labels = random_batch(rng, 8, "mixed")
   f = functools.partial(LOSSES[name][0], **kw)
@@ -548,7 +568,7 @@ def test_jit_matches_eager(x64, rng, name, kw):
   )
 
 
-@pytest.mark.parametrize("name,kw", OTHER_PARAMS)
+@pytest.mark.parametrize("name,kw", TRANSFORM_PARAMS)
 def test_vmap_matches_loop(x64, rng, name, kw):
   batches = [random_batch(rng, 8, p) for p in ("pk", "mixed", "singletons", "mixed")]
   xs = np.stack([b[0] for b in batches])

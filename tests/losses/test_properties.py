@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -11,6 +12,10 @@ from hypothesis import strategies as st
 from circle_jax import circle_loss, circle_loss_grads, class_circle_loss
 from circle_jax import pairwise_circle_loss, valid_anchor_mask
 from tests.losses.test_circle import np_circle
+
+# Hypothesis sweeps: the fixed-case tests of each loss keep the fast tier's
+# value, gradient and masking checks; these wide sweeps run in the slow tier.
+pytestmark = pytest.mark.slow
 
 margins = st.sampled_from([-0.2, -0.05, 0.0, 0.1, 0.25, 0.4, 0.5])
 gammas = st.sampled_from([1.0, 32.0, 80.0, 256.0, 1024.0])

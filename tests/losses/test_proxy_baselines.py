@@ -24,6 +24,8 @@ from circle_jax.losses import softmax_loss
 from circle_jax.losses import sphereface_loss
 from circle_jax.losses import unified_loss
 
+from tests.conftest import slow
+
 ARC_MARGINS = (0.1, 0.5, 1.0)
 SHAPES = ((1, 2), (3, 7), (8, 50))  # (batch B, classes C)
 DIM = 6
@@ -195,6 +197,29 @@ def _config_id(config):
   return name + "-" + "-".join(f"{k}={v}" for k, v in kw.items())
 
 
+# Fast tier: one configuration of each loss in float64 (ArcFace with and without
+# the easy margin: two branches) and ArcFace in float32; every other
+# configuration × dtype of the sweep runs in the slow tier.
+FAST_REFERENCE_CASES = {
+    "softmax-bias=True-float64",
+    "normface-gamma=64.0-float64",
+    "cosface-margin=0.35-gamma=64.0-float64",
+    "arcface-margin=0.5-gamma=64.0-easy_margin=False-float64",
+    "arcface-margin=0.5-gamma=64.0-easy_margin=True-float64",
+    "arcface-margin=0.5-gamma=64.0-easy_margin=False-float32",
+    "sphereface-margin=4-annealing_lambda=0.0-float64",
+}
+
+
+def _reference_case(config, dtype):
+  case_id = f"{_config_id(config)}-{dtype.__name__}"
+  marks = () if case_id in FAST_REFERENCE_CASES else pytest.mark.slow
+  return pytest.param(config, dtype, id=case_id, marks=marks)
+
+
+REFERENCE_CASES = [_reference_case(c, d) for c in LOSS_CONFIGS for d in (np.float64, np.float32)]
+
+
 LOSSES = {
     "softmax": softmax_loss,
     "normface": normface_loss,
@@ -225,8 +250,7 @@ def _library_and_reference(name, kw, x, w, y, rng):
   return lib, ref, kw["gamma"]
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("config", LOSS_CONFIGS, ids=_config_id)
+@pytest.mark.parametrize("config,dtype", REFERENCE_CASES)
 def test_matches_numpy_reference(request, config, dtype):
   _enter_dtype(request, dtype)
   name, kw = config
@@ -406,7 +430,9 @@ ARC_FINITE_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+# Fast tier: float32 (the training dtype, where cos = ±1 is reached by rounding);
+# float64 runs in the slow tier. The same for SphereFace below.
+@pytest.mark.parametrize("dtype", [np.float32, slow(np.float64)])
 def test_arcface_gradient_finite_at_parallel_and_zero_embeddings(request, dtype):
   _enter_dtype(request, dtype)
   rng = np.random.default_rng(5)
@@ -444,7 +470,7 @@ def _sphereface_at_plus_minus_one():
   return x, w, np.array([0, 1, 2], np.int32)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, slow(np.float64)])
 def test_sphereface_gradient_finite_at_cos_plus_minus_one(request, dtype):
   _enter_dtype(request, dtype)
   x, w, y = _sphereface_at_plus_minus_one()
@@ -537,8 +563,12 @@ TRANSFORM_CONFIGS = [
 ]
 
 
+# Fast tier: ArcFace (branches on the target angle under jit and vmap); the other
+# losses run in the slow tier.
 @pytest.mark.parametrize(
-    "name,loss,kw", TRANSFORM_CONFIGS, ids=[c[0] for c in TRANSFORM_CONFIGS]
+    "name,loss,kw",
+    [c if c[0] == "arcface" else slow(*c, id=c[0]) for c in TRANSFORM_CONFIGS],
+    ids=[c[0] for c in TRANSFORM_CONFIGS],
 )
 def test_jit_and_vmap_over_batches_match_direct_calls(name, loss, kw):
   rng = np.random.default_rng(8)
@@ -567,9 +597,10 @@ def test_softmax_bias_under_jit_and_vmap():
   np.testing.assert_allclose(mapped, direct, rtol=2e-6, atol=1e-6)
 
 
+# Fast tier: CosFace; NormFace and ArcFace run in the slow tier.
 @pytest.mark.parametrize(
     "loss,kw",
-    [(cosface_loss, dict(margin=0.35)), (normface_loss, {}), (arcface_loss, dict(margin=0.5))],
+    [(cosface_loss, dict(margin=0.35)), slow(normface_loss, {}), slow(arcface_loss, dict(margin=0.5))],
     ids=["cosface", "normface", "arcface"],
 )
 def test_vmap_over_gamma_matches_direct_calls(loss, kw):
@@ -700,7 +731,17 @@ BF16_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("name,kw", BF16_CONFIGS, ids=[_config_id(c) for c in BF16_CONFIGS])
+# Fast tier: ArcFace (without easy margin) and SphereFace, the two with branches on
+# the angle; the other configurations run in the slow tier.
+BF16_FAST = ("arcface-margin=0.5-gamma=64.0-easy_margin=False",
+             "sphereface-margin=4-annealing_lambda=5.0")
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [c if _config_id(c) in BF16_FAST else slow(*c) for c in BF16_CONFIGS],
+    ids=[_config_id(c) for c in BF16_CONFIGS],
+)
 def test_bf16_inputs_give_float32_losses(name, kw):
   rng = np.random.default_rng(13)
   x, w, y, _ = make_case(rng, 8, 50)

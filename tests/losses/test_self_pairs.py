@@ -16,6 +16,7 @@ import pytest
 from circle_jax import circle_loss, pair_masks, pairwise_circle_loss
 from circle_jax.losses import cosine_similarity_matrix
 from tests.conftest import labels_with_pattern
+from tests.conftest import slow
 
 PATTERNS = ["pk", "singletons", "single_class", "mixed"]
 SETTINGS = [(0.4, 80.0), (0.25, 256.0), (0.25, 128.0), (-0.2, 1024.0), (1.5, 32.0)]
@@ -43,8 +44,12 @@ def batch(rng, size, dim, pattern):
   return jnp.asarray(x), jnp.asarray(labels_with_pattern(rng, size, pattern))
 
 
-@pytest.mark.parametrize("through_alpha", [False, True])
-@pytest.mark.parametrize("chunk_size", [None, 1, 3, 7])  # 7: a padded last tile
+# Fast tier: the dense path with α detached and chunk 7 (a padded last tile) with
+# α differentiated; every other option × chunk size runs in the slow tier.
+@pytest.mark.parametrize("chunk_size,through_alpha", [  # 7: a padded last tile
+    (None, False), slow(None, True), slow(1, False), slow(1, True),
+    slow(3, False), slow(3, True), slow(7, False), (7, True),
+])
 def test_equals_autodiff_of_the_similarity_sets(x64, through_alpha, chunk_size):
   # Every mask pattern and (m, γ) setting runs through one compiled program per
   # option: m, γ and the labels are arguments, so only the static options
@@ -73,7 +78,8 @@ def test_equals_autodiff_of_the_similarity_sets(x64, through_alpha, chunk_size):
       np.testing.assert_array_equal(got[1][0][0], 0.0, err_msg=case)  # the zero vector
 
 
-@pytest.mark.parametrize("through_alpha", [False, True])
+# Fast tier: α detached (the default); α differentiated runs in the slow tier.
+@pytest.mark.parametrize("through_alpha", [False, slow(True)])
 def test_forward_mode_and_second_derivatives(x64, rng, through_alpha):
   """The dense path is a custom_jvp: jvp and Hessians equal autodiff's (α constant
   or not in the second derivative too)."""
@@ -94,6 +100,7 @@ def test_forward_mode_and_second_derivatives(x64, rng, through_alpha):
   np.testing.assert_allclose(hess, ref_hess, rtol=1e-8, atol=1e-8)
 
 
+@pytest.mark.slow  # a dtype cross; the tests above hold every option to float64
 def test_float32_agrees_with_float64(rng):
   x, y = batch(rng, 64, 16, "pk")
   x32 = jnp.asarray(x, jnp.float32)

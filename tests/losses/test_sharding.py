@@ -15,6 +15,8 @@ from jax.sharding import PartitionSpec as P
 
 import circle_jax as cj
 
+from tests.conftest import slow
+
 NUM_DEVICES = 4
 
 
@@ -29,7 +31,8 @@ def per_shard(fn, *arrays):
   return jnp.concatenate([fn(*(a[i] for a in arrays)) for i in range(NUM_DEVICES)])
 
 
-@pytest.mark.parametrize("chunk_size", [None, 3])
+# Fast tier: the dense paths under shard_map; the chunked ones run in the slow tier.
+@pytest.mark.parametrize("chunk_size", [None, slow(3)])
 def test_pairwise_under_shard_map(mesh, rng, chunk_size):
   x = rng.normal(size=(NUM_DEVICES * 6, 5)).astype(np.float32)
   y = (np.arange(NUM_DEVICES * 6) % 3).astype(np.int32)
@@ -45,7 +48,7 @@ def test_pairwise_under_shard_map(mesh, rng, chunk_size):
   chex.assert_trees_all_close(grad, want_grad, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("chunk_size", [None, 2])
+@pytest.mark.parametrize("chunk_size", [None, slow(2)])
 def test_class_level_under_shard_map(mesh, rng, chunk_size):
   x = rng.normal(size=(NUM_DEVICES * 3, 5)).astype(np.float32)
   w = rng.normal(size=(7, 5)).astype(np.float32)
@@ -62,6 +65,7 @@ def test_class_level_under_shard_map(mesh, rng, chunk_size):
       gw, jax.grad(lambda p: loss(x, p, y).sum())(w), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # the shard_map tests above stay in the fast tier
 def test_pmap(rng):
   if jax.device_count() < NUM_DEVICES:
     pytest.skip(f"needs {NUM_DEVICES} devices")

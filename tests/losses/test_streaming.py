@@ -18,6 +18,8 @@ import circle_jax as cj
 from circle_jax.losses import _numerics
 from circle_jax.losses import _streaming
 
+from tests.conftest import slow
+
 FAMILY = {
     "normface": (cj.normface_loss, dict(gamma=16.0)),
     "cosface": (cj.cosface_loss, dict(margin=0.35, gamma=16.0)),
@@ -33,7 +35,9 @@ def _scaled_block(rows, cols, consts, start):
   return [(z, mt.T), (-z, mt.T)]
 
 
-@pytest.mark.parametrize("chunk_size", [None, 1, 2, 5, 7, 50])
+# Fast tier: chunk 5 (does not divide the 7 columns); the other sizes run in the
+# slow tier.
+@pytest.mark.parametrize("chunk_size", [slow(None), slow(1), slow(2), 5, slow(7), slow(50)])
 def test_streamed_lse_equals_dense_with_gradients(x64, rng, chunk_size):
   """Rows, column chunks and constants all get the dense gradient; masked entries
   (NaN here) and an all-masked row give exactly zero."""
@@ -74,7 +78,9 @@ def value_and_grads(loss, x, w, y, **kw):
 
 
 @pytest.mark.parametrize("name", sorted(set(FAMILY) - {"circle"}))  # circle: test_class_level
-@pytest.mark.parametrize("chunk_size", [1, 4, 13, 50])
+# Fast tier: every loss with chunk 4 (does not divide C = 13); the other sizes run
+# in the slow tier.
+@pytest.mark.parametrize("chunk_size", [slow(1), 4, slow(13), slow(50)])
 def test_family_chunked_equals_dense(x64, rng, name, chunk_size):
   """13 classes: chunks that divide C (1, 13), do not (4) and exceed it (50)."""
   loss, kw = FAMILY[name]
@@ -86,6 +92,7 @@ def test_family_chunked_equals_dense(x64, rng, name, chunk_size):
   chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-11)
 
 
+@pytest.mark.slow  # a dtype cross; the chunked paths are held to float64 above
 def test_family_float32_and_bfloat16_weights(rng):
   x = jnp.asarray(rng.normal(size=(8, 16)).astype(np.float32))
   w = jnp.asarray(rng.normal(size=(37, 16)).astype(np.float32))
@@ -119,7 +126,8 @@ def _temp_mib(fn, *shapes):
   return compiled.memory_analysis().temp_size_in_bytes / 2**20
 
 
-@pytest.mark.parametrize("name", ["circle", "arcface"])
+# Fast tier: the Circle loss; ArcFace (the same streaming) runs in the slow tier.
+@pytest.mark.parametrize("name", ["circle", slow("arcface")])
 def test_class_level_memory_does_not_grow_with_classes(name):
   """fwd+bwd temporary memory at B = 64, D = 64, chunk 1024: flat from C = 8k to 128k,
   and far below one copy of W (32 MiB at C = 128k): W is never copied, cast or

@@ -6,6 +6,9 @@ import sys
 
 import pytest
 
+# Executes every notebook in a kernel: the slow tier.
+pytestmark = pytest.mark.slow
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 

@@ -11,6 +11,8 @@ from jax.sharding import PartitionSpec as P
 
 import circle_jax as cj
 from circle_jax import parallel
+
+from tests.conftest import slow
 from tests.parallel.conftest import NUM_DEVICES, assert_close, weighted_sum
 
 LOCAL_BATCH = 3
@@ -37,8 +39,10 @@ def problem(rng, num_classes, dtype=np.float32, dim=6):
   return jnp.asarray(x), jnp.asarray(w), jnp.asarray(y.astype(np.int32))
 
 
-@pytest.mark.parametrize("chunk_size", [None, 2, LOCAL_CLASSES])
-@pytest.mark.parametrize("padding", [0, 3])
+# Fast tier: padded classes (C = 37) streamed in chunks of 2; the other paddings ×
+# chunk sizes run in the slow tier.
+@pytest.mark.parametrize("chunk_size", [slow(None), 2, slow(LOCAL_CLASSES)])
+@pytest.mark.parametrize("padding", [slow(0), 3])
 def test_equals_dense_on_all_classes(mesh, rng, chunk_size, padding):
   """C = 40 (even) or 37, padded with 3 rows on the last device and num_classes=37."""
   num_classes = NUM_DEVICES * LOCAL_CLASSES - padding
@@ -51,6 +55,7 @@ def test_equals_dense_on_all_classes(mesh, rng, chunk_size, padding):
   assert np.all(np.asarray(dw[num_classes:]) == 0)
 
 
+@pytest.mark.slow  # a dtype cross of test_equals_dense_on_all_classes
 def test_float64_exact(mesh, rng, x64):
   x, w, y = problem(rng, 38, np.float64)
   got = value_and_grad(sharded(mesh, chunk_size=3, num_classes=38), x, w, y)
@@ -59,6 +64,7 @@ def test_float64_exact(mesh, rng, x64):
   assert_close((got[0], got[1][0], got[1][1][:38]), (want[0], *want[1]), rtol=1e-10)
 
 
+@pytest.mark.slow  # an option cross of test_equals_dense_on_all_classes
 def test_through_alpha_and_hyperparameters(mesh, rng):
   x, w, y = problem(rng, NUM_DEVICES * LOCAL_CLASSES)
   kw = dict(margin=0.35, gamma=64.0, grad_through_alpha=True)
@@ -67,6 +73,7 @@ def test_through_alpha_and_hyperparameters(mesh, rng):
   assert_close(got, want, rtol=1e-5)
 
 
+@pytest.mark.slow  # the shard_map tests stay in the fast tier
 def test_pmap(rng):
   if jax.device_count() < NUM_DEVICES:
     pytest.skip(f"needs {NUM_DEVICES} devices")

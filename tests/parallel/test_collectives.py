@@ -19,7 +19,8 @@ def program(classes, chunk_size):
                                        jax.devices()[:NUM_DEVICES])
 
 
-@pytest.mark.parametrize("chunk_size", [None, 64])
+# Fast tier: the dense program; the chunked one runs in the slow tier.
+@pytest.mark.parametrize("chunk_size", [None, pytest.param(64, marks=pytest.mark.slow)])
 def test_no_collective_depends_on_the_number_of_classes(mesh, chunk_size):
   found = {c: benchmark_lib.collectives(program(c, chunk_size).as_text())
            for c in (NUM_DEVICES * 256, NUM_DEVICES * 4096)}

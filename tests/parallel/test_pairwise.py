@@ -13,6 +13,7 @@ from jax.sharding import PartitionSpec as P
 import circle_jax as cj
 from circle_jax import parallel
 from tests.conftest import labels_with_pattern
+from tests.conftest import slow
 from tests.parallel.conftest import NUM_DEVICES, assert_close, weighted_sum
 
 LOCAL = 5  # anchors per device: 40 in all, so blocks and chunks do not divide evenly
@@ -32,9 +33,12 @@ def problem(rng, pattern="mixed", dtype=np.float32, dim=6):
   return jnp.asarray(x), jnp.asarray(labels_with_pattern(rng, NUM_DEVICES * LOCAL, pattern))
 
 
-@pytest.mark.parametrize("ring", [False, True])
-@pytest.mark.parametrize("chunk_size", [None, 3])
-@pytest.mark.parametrize("pattern", ["mixed", "pk"])
+# Fast tier: mixed labels, all-gather dense and ring chunked (ring dense runs fast
+# in test_jit_with_named_sharding_inputs, all-gather chunked in
+# test_float64_gradients_include_margin_and_gamma); P×K labels and the other
+# strategy × chunk crosses run in the slow tier.
+@pytest.mark.parametrize("chunk_size,ring", [(None, False), slow(None, True), slow(3, False), (3, True)])
+@pytest.mark.parametrize("pattern", ["mixed", slow("pk")])
 def test_equals_dense_on_global_batch(mesh, rng, ring, chunk_size, pattern):
   x, y = problem(rng, pattern)
   got = value_and_grad(sharded(mesh, ring=ring, chunk_size=chunk_size), x, y)
@@ -44,6 +48,7 @@ def test_equals_dense_on_global_batch(mesh, rng, ring, chunk_size, pattern):
   np.testing.assert_array_equal(np.asarray(got[0]) > 0, cj.valid_anchor_mask(y))
 
 
+@pytest.mark.slow  # cross-device positives stay fast in test_equals_dense_on_global_batch
 def test_uneven_labels_across_devices(mesh, rng):
   """Positives only on other devices, a class on one device only, singletons."""
   y = np.repeat(np.arange(NUM_DEVICES), LOCAL)  # device i holds class i only ...
@@ -65,6 +70,7 @@ def test_no_valid_anchor_gives_zero_and_zero_gradient(mesh, rng, pattern):
     assert np.all(np.asarray(loss) == 0) and np.all(np.asarray(grad) == 0)
 
 
+@pytest.mark.slow  # float64 stays fast in test_float64_gradients_include_margin_and_gamma
 def test_float64_exact(mesh, rng, x64):
   x, y = problem(rng, "mixed", np.float64)
   want = value_and_grad(
@@ -75,6 +81,7 @@ def test_float64_exact(mesh, rng, x64):
     assert_close(got, want, rtol=1e-10)
 
 
+@pytest.mark.slow  # a strategy × option cross
 def test_ring_equals_all_gather_through_alpha(mesh, rng):
   x, y = problem(rng)
   kw = dict(grad_through_alpha=True, gamma=32.0)
@@ -85,6 +92,7 @@ def test_ring_equals_all_gather_through_alpha(mesh, rng):
       lambda e, l: cj.pairwise_circle_loss(e, l, **kw), x, y), rtol=1e-5)
 
 
+@pytest.mark.slow  # the shard_map tests stay in the fast tier
 def test_pmap(rng):
   if jax.device_count() < NUM_DEVICES:
     pytest.skip(f"needs {NUM_DEVICES} devices")
@@ -162,8 +170,10 @@ def test_backward_sends_no_reference_gradient(mesh, ring):
   assert big <= {(16, 32), (NUM_DEVICES * 16, 32)}, sizes
 
 
-@pytest.mark.parametrize("ring", [False, True])
-@pytest.mark.parametrize("through_alpha", [False, True])
+# Fast tier: all-gather, chunked, with α differentiated (the α terms); the other
+# strategy × option crosses run in the slow tier.
+@pytest.mark.parametrize("ring", [False, slow(True)])
+@pytest.mark.parametrize("through_alpha", [slow(False), True])
 def test_float64_gradients_include_margin_and_gamma(mesh, rng, ring, through_alpha, x64):
   x, y = problem(rng, "pk", np.float64)
   kw = dict(grad_through_alpha=through_alpha)

@@ -126,6 +126,7 @@ def _check_against_separate_runs(members, num_classes, batch_axis, strategy, ref
 
 # "map" is checked against "vmap" in test_class_members_under_every_strategy;
 # running it here as well costs minutes of CPU (XLA:CPU loops its convolutions).
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["vmap", "unroll"])
 def test_member_i_equals_a_separate_run(strategy):
   # Pair-wise losses on one shared batch (the class-level members, each on its
@@ -134,6 +135,7 @@ def test_member_i_equals_a_separate_run(strategy):
   _check_against_separate_runs(PAIR_MEMBERS, 0, None, strategy, refs)
 
 
+@pytest.mark.slow
 def test_alpha_gradient_switch_changes_training_but_not_the_first_loss():
   # The same γ, m with α differentiated or not: identical loss values at step 1
   # (same parameters), different updates afterwards.
@@ -178,6 +180,7 @@ def _convolutions(members, num_classes, images, labels, mesh, strategy):
   return _convolution_shapes(hlo), hlo
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["vmap", "unroll"])
 def test_sharded_over_eight_devices_equals_one_device(strategy):
   if jax.device_count() < 8:
@@ -228,6 +231,7 @@ def test_traced_hyperparameters_compile_once():
     np.testing.assert_allclose(v, want, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_unchosen_branch_runs_at_its_own_defaults():
   # A Circle member with γ = 1024, m = −0.2 next to ArcFace: the ArcFace branch,
   # evaluated for that member too, must not see γ = 1024, m = −0.2 (and vice versa).
@@ -247,6 +251,7 @@ def test_unchosen_branch_runs_at_its_own_defaults():
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-6 * float(jnp.abs(ref_grad).max()))
 
 
+@pytest.mark.slow
 def test_class_members_under_every_strategy():
   # Class-level members, each on its own batch (loss choice by lax.switch, α
   # gradient on/off): under "vmap" and "unroll" member i equals a separate run
@@ -287,6 +292,7 @@ def test_class_members_under_every_strategy():
   assert float(jnp.abs(emb[1] - emb[0]).max()) > 1e-3
 
 
+@pytest.mark.slow
 def test_auto_strategy_unrolls_on_cpu():
   assert training.resolve_member_strategy("auto", "cpu") == "unroll"
   assert training.resolve_member_strategy("auto", "gpu") == "vmap"
@@ -324,6 +330,7 @@ def test_make_ablation_layout_and_errors():
     training.make_ablation([("circle_pair", {})])
 
 
+@pytest.mark.slow
 def test_step_and_stacking_errors():
   ab = training.make_ablation([Member("circle_pair")] * 3)
   keys = jax.random.split(jax.random.key(0), 3)

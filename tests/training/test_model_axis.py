@@ -99,6 +99,7 @@ def test_sharded_loss_value_and_grads_equal_the_dense_loss(shape, num_classes):
   assert np.all(np.asarray(dw[num_classes:]) == 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape, num_classes", [((4, 2), 4), ((2, 4), 5)])
 def test_train_steps_on_a_model_axis_equal_the_1_device_step(shape, num_classes):
   """3 SGD-momentum steps, proxies split along 'model' (C = 5 padded to 8), vs 1 device.

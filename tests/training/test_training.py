@@ -80,7 +80,9 @@ def test_weight_decay_skips_batchnorm_and_biases():
   np.testing.assert_allclose(updates["bias"], 0.0)
 
 
-@pytest.mark.parametrize("loss, num_classes", [("circle_pair", 0), ("circle_class", 4)])
+# The class-level step runs in the fast tier (test_sharded_step_…), the pair-wise one here.
+@pytest.mark.parametrize("loss, num_classes", [
+    ("circle_pair", 0), pytest.param("circle_class", 4, marks=pytest.mark.slow)])
 def test_train_steps_change_params_and_lower_the_loss(loss, num_classes):
   _, loss_fn = training.make_loss(loss)
   state = _state(num_classes)
@@ -101,7 +103,9 @@ def test_train_steps_change_params_and_lower_the_loss(loss, num_classes):
   assert float(m["loss"]) < 0.8 * float(m0["loss"]), (float(m0["loss"]), float(m["loss"]))
 
 
-@pytest.mark.parametrize("loss, num_classes", [("circle_pair", 0), ("circle_class", 4)])
+# The class-level case shards the proxies too; the pair-wise one runs in the slow tier.
+@pytest.mark.parametrize("loss, num_classes", [
+    pytest.param("circle_pair", 0, marks=pytest.mark.slow), ("circle_class", 4)])
 def test_sharded_step_on_8_devices_equals_1_device(loss, num_classes):
   assert jax.device_count() >= 8, "conftest.py sets 8 emulated CPU devices"
   _, loss_fn = training.make_loss(loss)
@@ -133,6 +137,7 @@ def test_shard_batch_rejects_indivisible_batches():
     training.make_mesh(99)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_and_retention(tmp_path):
   state = _state(num_classes=3, tx=optax.adamw(1e-3))
   _, loss_fn = training.make_loss("circle_class")

@@ -71,6 +71,7 @@ def test_every_registered_loss_and_sound_variant_is_shipped(shipped):
     assert sum(c.default for c in cases) == len(problems), name
 
 
+@pytest.mark.slow  # regenerates the whole golden set
 def test_shipped_set_is_what_the_generator_writes(regenerated):
   """Fails when a loss or a spec changed without ``python -m circle_jax.verify.golden``."""
   out, manifest = regenerated
@@ -93,6 +94,7 @@ def test_shipped_set_is_what_the_generator_writes(regenerated):
       assert _error(new.grads[name], old.grads[name]) <= 1e-13, (old.id, name)
 
 
+@pytest.mark.slow  # regenerates the whole golden set
 def test_generator_output_is_deterministic(regenerated, tmp_path):
   out, manifest = regenerated
   for file in sorted({c["file"] for c in manifest["cases"]}):
@@ -218,6 +220,10 @@ def _circle_jax_call(case):
     return np.asarray(out), {"embeddings": np.asarray(vjp(cotangent)[0])}
 
 
+# Slow tier: every Circle case run eagerly in float64. The fast tier keeps the
+# golden values against pytorch-metric-learning and Keras (below) and the verifier's
+# references against the library (tests/verify/test_verify.py, test_*_specs.py).
+@pytest.mark.slow
 def test_default_variants_are_the_circle_jax_functions(shipped):
   """Every Circle case; for a baseline, its P×K case under its first setting (the
   rest equal the reference, which tests/verify/test_*_specs.py hold to the

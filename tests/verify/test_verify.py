@@ -153,6 +153,7 @@ def test_names_pytorch_metric_learning(pml_report):
   assert _stable_lines(text) == _stable_lines(_guide_block("pml_circle.py:circle_loss"))
 
 
+@pytest.mark.slow  # Keras conformance stays fast in tests/experiments/test_conformance.py
 def test_names_keras(monkeypatch):
   monkeypatch.setenv("KERAS_BACKEND", "jax")
   import keras
@@ -192,6 +193,7 @@ def test_names_fast_reid_circle_softmax():
   assert "fast-reid CircleSoftmax" in r.conventions
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_names_tf_similarity_in_tensorflow():
   def fn(x, y, *, margin, gamma):
     import tensorflow as tf
@@ -241,12 +243,14 @@ def test_numpy_values_only():
       ("detached", "inside", "none"), ("differentiated", "inside", "none")}
 
 
+# Fast tier: a value defect (α unclamped) and a mask defect (self-pairs kept);
+# the other defects run in the slow tier.
 @pytest.mark.parametrize("defect, axis", [
     (dict(clamp=False), "alpha_clamp"),
     (dict(keep_self=True), "self_pairs"),
-    (dict(swap=True), "margins"),
-    (dict(gamma_twice=True), "gamma_applied"),
-    (dict(nan_empty=True), "empty_rows"),
+    pytest.param(dict(swap=True), "margins", marks=pytest.mark.slow),
+    pytest.param(dict(gamma_twice=True), "gamma_applied", marks=pytest.mark.slow),
+    pytest.param(dict(nan_empty=True), "empty_rows", marks=pytest.mark.slow),
 ])
 def test_defects_are_named(defect, axis, tmp_path):
   r = cv.verify(_torch_circle(**defect), "pairwise_circle", "torch", save_dir=tmp_path)
@@ -318,6 +322,7 @@ def test_command_exit_codes(tmp_path, capsys):
   assert main(["no_colon"]) == 2
 
 
+@pytest.mark.slow  # the command in a subprocess; test_command_exit_codes runs it in-process
 def test_command_in_a_fresh_process(tmp_path):
   bad = os.path.join("docs", "verify_examples", "self_pair_kept.py")
   out = subprocess.run(

@@ -198,10 +198,13 @@ def write_tfds(data_dir, builder_name, labels_by_split, *, sizes=None,
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   base = type(tfds.builder(builder_name, data_dir=str(data_dir)))
   h, w = sizes if sizes else (6, 4)
+  # Built once: each builder made for an unprepared directory looks for its info
+  # on GCS and leaves an empty temporary folder behind (TFDS's doing).
+  features = base(data_dir=str(data_dir)).info.features
 
   def example(label):
     out = {}
-    for key, feature in base(data_dir=str(data_dir)).info.features.items():
+    for key, feature in features.items():
       if isinstance(feature, tfds.features.Image):
         channels = feature.shape[-1]
         value = int(label) % 256 if sizes and key == "image" else 0

@@ -37,8 +37,7 @@ def _labels_with_half_counts(rng, spec):
   return {"train": both[:spec["train"]], "test": both[spec["train"]:]}
 
 
-# Each writes a prepared set of the real size (12–16k records); Cars196 in the slow tier.
-@pytest.mark.parametrize("name", ["cub200", pytest.param("cars196", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["cub200", "cars196"])
 def test_class_disjoint_resplit_counts(rng, name, tmp_path):
   spec = REAL[name]
   labels = _labels_with_half_counts(rng, spec)

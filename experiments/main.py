@@ -79,8 +79,8 @@ def use_compilation_cache(directory: str) -> None:
 
   Must run before the first compilation: JAX decides once, at its first
   compile, whether the cache is used. Every program is cached, however quickly
-  it compiled (JAX's default skips those under a second, which is most of a
-  small model's programs on a CPU).
+  it compiled: JAX's default skips those under a second, which on a CPU are 74
+  of the default job's 76 programs (README, Training).
   """
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_compilation_cache_dir", directory)

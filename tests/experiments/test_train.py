@@ -203,6 +203,10 @@ def test_wrong_types_name_the_field():
   c.distributed = 1
   with pytest.raises(builder.ConfigError, match=r"config.distributed: expected bool"):
     builder.build(c, data=False)
+  c = ml_collections.ConfigDict(class_disjoint.get_config().to_dict(), type_safe=False)
+  c.compilation_cache_dir = None
+  with pytest.raises(builder.ConfigError, match=r"config.compilation_cache_dir: expected a "):
+    builder.build(c, data=False)
 
 
 def test_devices_must_split_evenly_over_the_processes(monkeypatch):
@@ -275,10 +279,10 @@ HEAVY = ("tensorflow", "tensorflow_datasets", "torch", "keras", "matplotlib", "p
          "mlxtend")
 
 
-def _run_main_listing_heavy_imports(workdir, num_steps):
+def _run_main_listing_heavy_imports(workdir, num_steps, *flags):
   """``python -m experiments.main`` (run as such, by runpy) that prints, at exit, which
   of :data:`HEAVY` it imported, at import or at run time."""
-  argv = ["experiments.main"] + _main_command(workdir, num_steps)[3:]
+  argv = ["experiments.main"] + _main_command(workdir, num_steps)[3:] + list(flags)
   code = ("import atexit, runpy, sys; "
           f"atexit.register(lambda: print('imported:', sorted(set({HEAVY!r}) & set(sys.modules)))); "
           f"sys.argv = {argv!r}; runpy.run_module('experiments.main', run_name='__main__')")
@@ -310,11 +314,13 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_one(tm
   import time
 
   num_steps = 150
-  whole = tmp_path / "whole"
-  out = _run_main_listing_heavy_imports(whole, num_steps)
+  whole, cache = tmp_path / "whole", tmp_path / "jit_cache"
+  out = _run_main_listing_heavy_imports(whole, num_steps,
+                                        f"--config.compilation_cache_dir={cache}")
   assert out.returncode == 0, out.stderr[-3000:]
   assert "Recall@K" in out.stdout                                # it trained and evaluated
   assert out.stdout.strip().splitlines()[-1] == "imported: []"  # no TensorFlow, no torch
+  assert len(os.listdir(cache)) > 10                             # the option's cache, every program
   expected = training.read_jsonl(whole / "metrics.jsonl")
 
   killed = tmp_path / "killed"

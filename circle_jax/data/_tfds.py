@@ -420,7 +420,7 @@ def eval_images(images: EncodedImages, *, image_size: int, batch_size: int,
   """
   source = FineGrainedSource(images, image_size, crop_to_bbox=crop_to_bbox,
                              resize_ratio=resize_ratio)
-  order = np.arange(len(images)) if indices is None else np.asarray(indices, np.int64)
-  fn = EvalBatches(source, np.arange(batch_size), batch_size, order=order)
+  fn = EvalBatches(source, np.arange(batch_size), batch_size,
+                   order=None if indices is None else np.asarray(indices, np.int64))
   for b, batch in enumerate(grain_batches(fn, fn.num_batches(), num_workers=num_workers)):
-    yield batch["image"][:len(order) - b * batch_size]
+    yield batch["image"][:fn.num_items() - b * batch_size]

@@ -1,4 +1,5 @@
-"""Input pipelines: bundled digits (class-disjoint and closed-set splits), re-ID folders, face
+"""Input pipelines: bundled digits (class-disjoint and closed-set splits), bundled Omniglot
+(background splits, one-shot runs), re-ID folders, face
 packs, TFDS fine-grained sets; P×K sampling, augmentation; per-process batches on grain.
 
 Everything here runs on the host; a batch is a deterministic function of
@@ -34,6 +35,13 @@ from circle_jax.data._ijb import load_ijb
 from circle_jax.data._images import decode_image
 from circle_jax.data._images import encode_image
 from circle_jax.data._images import load_image
+from circle_jax.data._omniglot import OmniglotSet
+from circle_jax.data._omniglot import OneShotRuns
+from circle_jax.data._omniglot import ZipImageSource
+from circle_jax.data._omniglot import load_omniglot_background
+from circle_jax.data._omniglot import load_one_shot_runs
+from circle_jax.data._omniglot import omniglot_path
+from circle_jax.data._omniglot import unseen_alphabets
 from circle_jax.data._recordio import RecordIOReader
 from circle_jax.data._recordio import face_pack_index
 from circle_jax.data._recordio import unpack_record
@@ -107,6 +115,13 @@ __all__ = (
     "load_msmt17",
     "load_verification_bin",
     "mnist_5k_path",
+    "load_omniglot_background",
+    "load_one_shot_runs",
+    "omniglot_path",
+    "OmniglotSet",
+    "OneShotRuns",
+    "unseen_alphabets",
+    "ZipImageSource",
     "parse_market1501_name",
     "pk_batch_indices",
     "random_flip",

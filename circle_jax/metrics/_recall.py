@@ -138,3 +138,44 @@ def recall_at_k(
     block = _block_hits(x[start:stop], y[start:stop], jnp.arange(start, stop), x, y, ks)
     hits += np.asarray(block).sum(axis=0)
   return {k: float(h) / n for k, h in zip(ks, hits)}
+
+
+def recall_at_k_of_scores(scores: ArrayLike, labels: ArrayLike,
+                          ks: Sequence[int] = (1, 2, 4, 8)) -> dict[int, float]:
+  """:func:`recall_at_k` from a precomputed [N, N] score matrix (larger = closer).
+
+  For retrieval by a measure that is not a cosine of embeddings, e.g. minus
+  the Modified Hausdorff Distance between drawings. The protocol is
+  :func:`recall_at_k`'s: each query left out of its gallery (the diagonal is
+  ignored), ties pessimistic, a query without another item of its class a miss.
+
+  Args:
+    scores: [N, N] finite floats; ``scores[q, g]`` scores gallery item g for query q.
+    labels: [N] integer class ids.
+    ks: positive ints ≤ N − 1.
+
+  Example:
+    >>> d = np.array([[0., 1., 5.], [1., 0., 2.], [5., 2., 0.]])
+    >>> recall_at_k_of_scores(-d, np.array([0, 0, 1]), ks=(1, 2))
+    {1: 0.6666666666666666, 2: 1.0}
+  """
+  s = np.asarray(scores, np.float64)
+  y = np.asarray(labels)
+  n = len(y)
+  if s.shape != (n, n) or y.ndim != 1:
+    raise ValueError(f"recall_at_k_of_scores: scores must be [N, N] and labels [N], got "
+                     f"{s.shape} and {y.shape}")
+  if not np.issubdtype(y.dtype, np.integer):
+    raise TypeError(f"recall_at_k_of_scores: labels must be integers, got dtype {y.dtype}")
+  if not np.isfinite(s).all():
+    raise ValueError(f"recall_at_k_of_scores: {int((~np.isfinite(s)).sum())} scores are NaN or inf")
+  ks = (ks,) if isinstance(ks, (int, np.integer)) else tuple(ks)
+  if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < n
+                   for k in ks):
+    raise ValueError(f"recall_at_k_of_scores: every k must be an int in [1, {n - 1}], got {ks}")
+  off = ~np.eye(n, dtype=bool)
+  same = (y[:, None] == y[None, :]) & off
+  best = np.where(same, s, -np.inf).max(1)                    # [N] the best positive
+  rank = ((s >= best[:, None]) & off & ~same).sum(1) + 1      # ties count against it
+  hit = np.isfinite(best)
+  return {int(k): float(np.mean(hit & (rank <= k))) for k in ks}

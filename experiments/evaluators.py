@@ -5,32 +5,40 @@ r"""Evaluators, chosen by ``config.evals`` as big_vision chooses its evals.
 
 | type | reads the dataset's | result keys | settings |
 |---|---|---|---|
-| ``recall`` | ``"test"`` set (labels) | ``recall`` {k: R@K}, ``raw_pixels`` | ``ks``, ``raw_pixels`` |
+| ``recall`` | ``"test"`` set (labels) | ``recall`` {k: R@K}, ``raw_pixels``, ``mhd`` | ``ks``, ``raw_pixels``, ``mhd`` |
+| ``one_shot`` | ``"one_shot"`` (runs, support) | ``one_shot`` {error, per_run, raw_pixels, mhd} | ``raw_pixels``, ``mhd`` |
 | ``cmc_map`` | ``"query"``, ``"gallery"`` (ids, cameras) | ``cmc`` {k}, ``map``, ``num_queries`` | ``ranks`` |
 | ``verification`` | every pair set (``issame``) | ``verification`` {set: {accuracy, std, …}} | ``num_folds`` |
 | ``tar_at_far`` | ``"templates"`` (IJB-style) | ``tar_at_far`` {FAR: TAR} | ``fars`` |
 
-An evaluator is built from its section before any data is read (a bad field
-is a :class:`ConfigError` naming it), bound to the dataset once it is open
-(:meth:`Evaluator.bind`: a set it needs is missing, a k beyond the set's
-size), and run on an :class:`experiments.input_pipeline.Embed` after training:
-``run(embed) -> dict``, the result keys above. :func:`flatten` turns the
-results into the scalars of ``metrics.jsonl`` and TensorBoard; :func:`tables`
-prints them.
+Each evaluator owns its results from end to end: it is built from its section
+before any data is read (a bad field is a :class:`ConfigError` naming it),
+bound to the dataset once it is open (:meth:`Evaluator.bind`: a set it needs
+is missing, a k beyond the set's size), run on an
+:class:`experiments.input_pipeline.Embed` after training (:meth:`Evaluator.run`
+→ the result keys above), and it names its scalars for ``metrics.jsonl`` and
+TensorBoard (:meth:`Evaluator.flatten`; :meth:`Evaluator.metric_names`, the
+same names, known before any result: a diverged ablation member is marked NaN
+under each) and prints its table (:meth:`Evaluator.table`). The module-level
+:func:`evaluate`, :func:`flatten`, :func:`nan_results` and :func:`tables` only
+loop over the evaluators.
 
 Example:
   >>> import ml_collections
   >>> evals = ml_collections.ConfigDict({"retrieval": {"type": "recall", "ks": (1, 2)}})
-  >>> [type(e).__name__ for e in make_evaluators(evals, block_size=1024).values()]
+  >>> evaluators = make_evaluators(evals, block_size=1024)
+  >>> [type(e).__name__ for e in evaluators.values()]
   ['Recall']
-  >>> flatten({"recall": {1: 0.5, 2: 0.75}})
+  >>> flatten({"recall": {1: 0.5, 2: 0.75}}, evaluators)
   {'recall@1': 0.5, 'recall@2': 0.75}
+  >>> nan_results(evaluators)
+  {'recall@1': nan, 'recall@2': nan}
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -38,6 +46,10 @@ from circle_jax import metrics
 from experiments.config_error import ConfigError
 from experiments.input_pipeline import Embed
 from experiments.input_pipeline import EvalSet
+
+
+#: The prefixes of baseline metrics (embeddings that need no training) in the flat results.
+BASELINE_PREFIXES = ("raw_pixels_", "mhd_")
 
 
 class Evaluator:
@@ -55,6 +67,14 @@ class Evaluator:
     for field, default in self.FIELDS.items():
       setattr(self, field, section.get(field, default))
     self.sets: dict[str, EvalSet] = {}
+    self._memo: dict[str, Any] = {}
+
+  def _once(self, key: str, compute):
+    """``compute()``, kept: a baseline depends on the data alone, so an ablation's members
+    (each evaluated by this evaluator) share one computation of it."""
+    if key not in self._memo:
+      self._memo[key] = compute()
+    return self._memo[key]
 
   def _where(self, field: str) -> str:
     return f"config.evals.{self.name}.{field}"
@@ -64,6 +84,19 @@ class Evaluator:
     raise NotImplementedError
 
   def run(self, embed: Embed) -> dict:
+    """The evaluator's results (its keys of the module table)."""
+    raise NotImplementedError
+
+  def flatten(self, results: Mapping[str, Any]) -> dict[str, float]:
+    """Its scalars in ``results`` (its own keys; the others' are ignored), named for ``metrics.jsonl``."""
+    raise NotImplementedError
+
+  def metric_names(self) -> tuple[str, ...]:
+    """The names :meth:`flatten` gives, known from the settings and the bound sets alone."""
+    raise NotImplementedError
+
+  def table(self, results: Mapping[str, Any], label: str) -> str:
+    """Its printed table of ``results`` (one run, named ``label``)."""
     raise NotImplementedError
 
   def _need(self, eval_sets, *names: str) -> None:
@@ -81,24 +114,42 @@ def _positive_ints(where: str, values) -> tuple[int, ...]:
   return values
 
 
+def _percent_table(title: str, columns: Sequence[str], rows: Mapping[str, Sequence[float]]) -> str:
+  """A fixed-width table: ``title`` over the columns, one line of percentages per row."""
+  width = max(16, *(len(n) + 2 for n in rows))
+  header = f"{title:<{width}}" + "".join(f"{c:>8}" for c in columns)
+  return "\n".join([header, "-" * len(header)] + [
+      f"{name:<{width}}" + "".join(f"{100 * v:>8.2f}" for v in values) for name, values in rows.items()])
+
+
+def _mhd_scores(test: EvalSet) -> np.ndarray:
+  """Minus the Modified Hausdorff Distance between every two drawings of ``test`` (larger = closer)."""
+  return -metrics.modified_hausdorff_distances(test.ink())
+
+
 class Recall(Evaluator):
-  """Recall@K of the ``"test"`` set against itself, each query left out of its gallery."""
+  """Recall@K of the ``"test"`` set against itself, each query left out of its gallery.
+
+  With ``raw_pixels`` the same for the images' pixels (cosine), and with
+  ``mhd`` for the Modified Hausdorff Distance between the drawings' ink
+  (Omniglot's own baseline): two embeddings that need no training.
+  """
 
   TYPE = "recall"
-  FIELDS = {"ks": (1, 2, 4, 8), "raw_pixels": False}
+  FIELDS = {"ks": (1, 2, 4, 8), "raw_pixels": False, "mhd": False}
+  BASELINES = {"raw_pixels": "raw pixels", "mhd": "MHD of the ink"}
 
   def __init__(self, name, section, *, block_size):
     super().__init__(name, section, block_size=block_size)
     self.ks = _positive_ints(self._where("ks"), self.ks)
+    _check_flags(self, "raw_pixels", "mhd")
 
   def bind(self, eval_sets):
     self._need(eval_sets, "test")
     test = self.sets["test"]
     if max(self.ks) >= test.size:
       raise ConfigError(f"{self._where('ks')}: k = {max(self.ks)} ≥ the {test.size} test images")
-    if self.raw_pixels and test.pixels is None:
-      raise ConfigError(f"{self._where('raw_pixels')}: this dataset's test set keeps no pixels "
-                        "in memory (only the bundled digits do)")
+    _check_baselines(self, test)
 
   def run(self, embed):
     test = self.sets["test"]
@@ -106,8 +157,139 @@ class Recall(Evaluator):
                                          block_size=self.block_size)}
     if self.raw_pixels:
       raw = test.pixels.reshape(len(test.pixels), -1)
-      out["raw_pixels"] = metrics.recall_at_k(raw, test.labels, self.ks, block_size=self.block_size)
+      out["raw_pixels"] = self._once("raw_pixels", lambda: metrics.recall_at_k(
+          raw, test.labels, self.ks, block_size=self.block_size))
+    if self.mhd:
+      out["mhd"] = self._once("mhd", lambda: metrics.recall_at_k_of_scores(
+          _mhd_scores(test), test.labels, self.ks))
     return out
+
+  def _baselines(self):
+    return [b for b in self.BASELINES if getattr(self, b)]
+
+  def flatten(self, results):
+    flat = {f"recall@{k}": v for k, v in results.get("recall", {}).items()}
+    for b in self._baselines():
+      flat.update({f"{b}_recall@{k}": v for k, v in (results.get(b) or {}).items()})
+    return flat
+
+  def metric_names(self):
+    return tuple(f"{prefix}recall@{k}" for prefix in ["", *(f"{b}_" for b in self._baselines())]
+                 for k in self.ks)
+
+  def table(self, results, label):
+    if "recall" not in results:
+      return ""
+    ks = tuple(results["recall"])
+    rows = {self.BASELINES[b]: [results[b][k] for k in ks] for b in self._baselines()
+            if results.get(b)}
+    rows[label] = [results["recall"][k] for k in ks]
+    return _percent_table("Recall@K (%)", [f"R@{k}" for k in ks], rows)
+
+
+class OneShot(Evaluator):
+  """One-shot classification on Lake et al.'s runs (the ``"one_shot"`` set).
+
+  In each run, each query (test) image takes the class of its nearest support
+  image, by cosine similarity of the embeddings (:func:`circle_jax.metrics.one_shot_error`;
+  ties count as errors); the error is over all queries of all runs, and per
+  run. ``raw_pixels`` and ``mhd`` add the same error for the pixels (cosine) and
+  for the Modified Hausdorff Distance between the drawings' ink at the files'
+  own size (Lake et al.'s baseline: 38.8 % on the 20 runs).
+  """
+
+  TYPE = "one_shot"
+  FIELDS = {"raw_pixels": False, "mhd": False}
+  BASELINES = Recall.BASELINES
+
+  def __init__(self, name, section, *, block_size):
+    super().__init__(name, section, block_size=block_size)
+    _check_flags(self, "raw_pixels", "mhd")
+
+  def bind(self, eval_sets):
+    self._need(eval_sets, "one_shot")
+    s = self.sets["one_shot"]
+    if s.runs is None or s.support is None:
+      raise ConfigError(f"config.evals.{self.name}: the dataset's 'one_shot' set has no runs")
+    _check_baselines(self, s)
+
+  def _errors(self, score_run) -> dict:
+    """``score_run(query_idx, support_idx) -> [Nq, Ns]`` per run → {"error", "per_run"}."""
+    s = self.sets["one_shot"]
+    per_run, wrong, total = [], 0.0, 0
+    for run in np.unique(s.runs):
+      q = np.flatnonzero((s.runs == run) & ~s.support)
+      sup = np.flatnonzero((s.runs == run) & s.support)
+      error = metrics.one_shot_error(score_run(q, sup), s.labels[q], s.labels[sup])
+      per_run.append(error)
+      wrong, total = wrong + error * len(q), total + len(q)
+    return {"error": wrong / total, "per_run": per_run}
+
+  def run(self, embed):
+    s = self.sets["one_shot"]
+    out = {"embedding": self._errors(_cosine_scores(s.embed(embed)))}
+    if self.raw_pixels:
+      out["raw_pixels"] = self._once("raw_pixels", lambda: self._errors(
+          _cosine_scores(s.pixels.reshape(s.size, -1))))
+    if self.mhd:
+      out["mhd"] = self._once("mhd", self._mhd_errors)
+    return {"one_shot": out}
+
+  def _mhd_errors(self) -> dict:
+    ink = self.sets["one_shot"].ink()
+    return self._errors(lambda q, sup: -metrics.modified_hausdorff_distances(ink[q], ink[sup]))
+
+  def _baselines(self):
+    return [b for b in self.BASELINES if getattr(self, b)]
+
+  def flatten(self, results):
+    r = results.get("one_shot")
+    if r is None:
+      return {}
+    flat = {"one_shot_error": r["embedding"]["error"]}
+    flat.update({f"{b}_one_shot_error": r[b]["error"] for b in self._baselines() if b in r})
+    return flat
+
+  def metric_names(self):
+    return ("one_shot_error", *(f"{b}_one_shot_error" for b in self._baselines()))
+
+  def table(self, results, label):
+    r = results.get("one_shot")
+    if r is None:
+      return ""
+    rows = {self.BASELINES[b]: r[b] for b in self._baselines() if b in r}
+    rows[label] = r["embedding"]
+    n = len(r["embedding"]["per_run"])
+    header = f"{f'One-shot, {n} runs':<20}{'error %':>8}{'best run':>10}{'worst':>8}"
+    return "\n".join([header, "-" * len(header)] + [
+        f"{name:<20}{100 * e['error']:>8.2f}{100 * min(e['per_run']):>10.1f}"
+        f"{100 * max(e['per_run']):>8.1f}" for name, e in rows.items()])
+
+
+def _cosine_scores(x: np.ndarray):
+  """``(q, s) -> [Nq, Ns]`` cosine similarities of the rows of ``x`` (finite rows only)."""
+  x = np.asarray(x, np.float64)
+  if not np.isfinite(x).all():
+    bad = np.flatnonzero(~np.isfinite(x).all(1))
+    raise ValueError(f"one-shot: {len(bad)} embeddings hold NaN or inf (first: row {bad[0]})")
+  x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  return lambda q, s: x[q] @ x[s].T
+
+
+def _check_flags(e: Evaluator, *names: str) -> None:
+  for n in names:
+    if not isinstance(getattr(e, n), bool):
+      raise ConfigError(f"{e._where(n)}: expected True or False, got {getattr(e, n)!r}")  # pylint: disable=protected-access
+
+
+def _check_baselines(e: Evaluator, s: EvalSet) -> None:
+  """The set keeps what each baseline that ``e`` asks for reads."""
+  if getattr(e, "raw_pixels", False) and s.pixels is None:
+    raise ConfigError(f"{e._where('raw_pixels')}: this dataset's {s.name!r} set keeps no pixels "  # pylint: disable=protected-access
+                      "in memory (only the bundled digits and Omniglot do)")
+  if getattr(e, "mhd", False) and s.ink is None:
+    raise ConfigError(f"{e._where('mhd')}: this dataset's {s.name!r} set has no drawings' ink "  # pylint: disable=protected-access
+                      "(only Omniglot does)")
 
 
 class CmcMap(Evaluator):
@@ -128,6 +310,22 @@ class CmcMap(Evaluator):
     r = metrics.cmc_map(q.embed(embed), q.labels, q.cams, g.embed(embed), g.labels, g.cams,
                         self.ranks, block_size=self.block_size)
     return {"cmc": r["cmc"], "map": r["map"], "num_queries": r["num_queries"]}
+
+  def flatten(self, results):
+    if "cmc" not in results:
+      return {}
+    return {**{f"cmc@{k}": v for k, v in results["cmc"].items()}, "map": results["map"],
+            "num_queries": results["num_queries"]}
+
+  def metric_names(self):
+    return (*(f"cmc@{k}" for k in self.ranks), "map", "num_queries")
+
+  def table(self, results, label):
+    if "cmc" not in results:
+      return ""
+    ranks = tuple(results["cmc"])
+    return _percent_table("Re-ID (%)", [f"R-{k}" for k in ranks] + ["mAP"],
+                          {label: [results["cmc"][k] for k in ranks] + [results["map"]]})
 
 
 class Verification(Evaluator):
@@ -152,6 +350,23 @@ class Verification(Evaluator):
       r = metrics.verification_accuracy(scores, s.issame, num_folds=self.num_folds)
       out[n] = {**r, "num_pairs": len(s.issame)}
     return {"verification": out}
+
+  def flatten(self, results):
+    flat = {}
+    for n, r in results.get("verification", {}).items():
+      flat[f"{n}_accuracy"], flat[f"{n}_std"] = r["accuracy"], r["std"]
+    return flat
+
+  def metric_names(self):
+    return tuple(f"{n}_{m}" for n in self.sets for m in ("accuracy", "std"))
+
+  def table(self, results, label):
+    if "verification" not in results:
+      return ""
+    header = f"{'Verification':<16}{'acc (%)':>10}{'± std':>8}{'pairs':>8}"
+    lines = [f"{n:<16}{100 * r['accuracy']:>10.2f}{100 * r['std']:>8.2f}{r['num_pairs']:>8}"
+             for n, r in results["verification"].items()]
+    return "\n".join([header, "-" * len(header), *lines]) if lines else "(no verification sets)"
 
 
 class TarAtFar(Evaluator):
@@ -183,10 +398,24 @@ class TarAtFar(Evaluator):
     tar = metrics.tar_at_far(scores, ijb.issame, fars=self.fars)
     return {"tar_at_far": {f: v["tar"] for f, v in tar.items()}}
 
+  def flatten(self, results):
+    return {f"tar@far={f:g}": v for f, v in (results.get("tar_at_far") or {}).items()}
+
+  def metric_names(self):
+    return tuple(f"tar@far={f:g}" for f in self.fars) if "templates" in self.sets else ()
+
+  def table(self, results, label):
+    if "tar_at_far" not in results:
+      return ""
+    tar = results["tar_at_far"]
+    if tar is None:
+      return "1:1 TAR@FAR: not measured (no IJB templates: config.data.ijb_path is empty)"
+    return "1:1 TAR@FAR: " + ", ".join(f"{100 * v:.2f} % at {f:g}" for f, v in tar.items())
+
 
 #: ``config.evals.<name>.type`` → evaluator class.
 EVALUATORS: dict[str, type[Evaluator]] = {
-    c.TYPE: c for c in (Recall, CmcMap, Verification, TarAtFar)}
+    c.TYPE: c for c in (Recall, OneShot, CmcMap, Verification, TarAtFar)}
 
 
 def make_evaluators(evals, *, block_size: int) -> dict[str, Evaluator]:
@@ -211,71 +440,23 @@ def evaluate(evaluators: Mapping[str, Evaluator], embed: Embed) -> dict:
   return out
 
 
-def flatten(results: Mapping[str, Any]) -> dict[str, float]:
-  """The results as scalars named for ``metrics.jsonl``: ``recall@1``, ``cmc@5``, ``map``,
-  ``lfw_accuracy``, ``tar@far=0.001``, …"""
+def flatten(results: Mapping[str, Any], evaluators: Mapping[str, Evaluator]) -> dict[str, float]:
+  """The results as scalars named for ``metrics.jsonl``: ``recall@1``, ``one_shot_error``,
+  ``cmc@5``, ``map``, ``lfw_accuracy``, ``tar@far=0.001``, … (each evaluator's :meth:`Evaluator.flatten`)."""
   flat = {}
-  for k, v in results.get("recall", {}).items():
-    flat[f"recall@{k}"] = v
-  for k, v in (results.get("raw_pixels") or {}).items():
-    flat[f"raw_pixels_recall@{k}"] = v
-  for k, v in results.get("cmc", {}).items():
-    flat[f"cmc@{k}"] = v
-  for key in ("map", "num_queries"):
-    if key in results:
-      flat[key] = results[key]
-  for n, r in results.get("verification", {}).items():
-    flat[f"{n}_accuracy"], flat[f"{n}_std"] = r["accuracy"], r["std"]
-  for f, v in (results.get("tar_at_far") or {}).items():
-    flat[f"tar@far={f:g}"] = v
+  for e in evaluators.values():
+    flat.update(e.flatten(results))
   return flat
 
 
 def nan_results(evaluators: Mapping[str, Evaluator]) -> dict[str, float]:
-  """The flat metric names of ``evaluators``, each NaN: a run whose training diverged."""
-  names = {}
-  for e in evaluators.values():
-    if isinstance(e, Recall):
-      names.update({f"recall@{k}": math.nan for k in e.ks})
-    elif isinstance(e, CmcMap):
-      names.update({f"cmc@{k}": math.nan for k in e.ranks} | {"map": math.nan})
-    elif isinstance(e, Verification):
-      names.update({f"{n}_accuracy": math.nan for n in e.sets})
-    elif isinstance(e, TarAtFar) and "templates" in e.sets:
-      names.update({f"tar@far={f:g}": math.nan for f in e.fars})
-  return names
+  """Every flat metric name of ``evaluators``, each NaN: a run whose training diverged."""
+  return {name: math.nan for e in evaluators.values() for name in e.metric_names()}
 
 
-def tables(results: Mapping[str, Any], label: str) -> str:
-  """The printed tables of ``results`` (one run, named ``label``)."""
-  parts = []
-  if "recall" in results:
-    ks = tuple(results["recall"])
-    header = f"{'Recall@K (%)':<16}" + "".join(f"{'R@' + str(k):>8}" for k in ks)
-    rows = {"raw pixels": results["raw_pixels"]} if results.get("raw_pixels") else {}
-    rows[label] = results["recall"]
-    parts.append("\n".join([header, "-" * len(header)] + [
-        f"{n:<16}" + "".join(f"{100 * r[k]:>8.2f}" for k in ks) for n, r in rows.items()]))
-  if "cmc" in results:
-    ranks = tuple(results["cmc"])
-    header = f"{'Re-ID (%)':<16}" + "".join(f"{'R-' + str(k):>8}" for k in ranks) + f"{'mAP':>8}"
-    parts.append("\n".join([header, "-" * len(header),
-                            f"{label:<16}" + "".join(f"{100 * results['cmc'][k]:>8.2f}"
-                                                     for k in ranks)
-                            + f"{100 * results['map']:>8.2f}"]))
-  if "verification" in results:
-    header = f"{'Verification':<16}{'acc (%)':>10}{'± std':>8}{'pairs':>8}"
-    lines = [f"{n:<16}{100 * r['accuracy']:>10.2f}{100 * r['std']:>8.2f}"
-             f"{r['num_pairs']:>8}"
-             for n, r in results["verification"].items()]
-    parts.append("\n".join([header, "-" * len(header), *lines]) if lines
-                 else "(no verification sets)")
-  if "tar_at_far" in results:
-    tar = results["tar_at_far"]
-    parts.append("1:1 TAR@FAR: " + ", ".join(f"{100 * v:.2f} % at {f:g}" for f, v in tar.items())
-                 if tar is not None else
-                 "1:1 TAR@FAR: not measured (no IJB templates: config.data.ijb_path is empty)")
-  return "\n\n".join(parts)
+def tables(results: Mapping[str, Any], label: str, evaluators: Mapping[str, Evaluator]) -> str:
+  """The printed tables of ``results`` (one run, named ``label``), one per evaluator."""
+  return "\n\n".join(t for e in evaluators.values() if (t := e.table(results, label)))
 
 
 def mean_and_std(runs: list[Mapping[str, float]]) -> dict[str, tuple[float, float]]:

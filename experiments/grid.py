@@ -208,7 +208,7 @@ def evaluate_members(setup: AblationSetup, states: Sequence, final_losses: Seque
       del e
       out.append(evaluators_lib.nan_results(setup.base.evaluators))
       continue
-    out.append(evaluators_lib.flatten(results))
+    out.append(evaluators_lib.flatten(results, setup.base.evaluators))
   return out
 
 
@@ -326,7 +326,8 @@ def run_sequential(setup: AblationSetup, *, say=print) -> dict:
 
 def metric_names(results: Sequence[Mapping[str, float]]) -> list[str]:
   """The per-member metric columns (raw pixels are the same for every member: left out)."""
-  return [k for k in results[0] if not k.startswith("raw_pixels") and k != "num_queries"]
+  return [k for k in results[0] if not k.startswith(evaluators_lib.BASELINE_PREFIXES)
+          and k != "num_queries"]
 
 
 def _headline(r: Mapping[str, float]) -> str:
@@ -366,8 +367,8 @@ def summarise_seeds(members, metrics: Sequence[Mapping[str, float]]) -> dict[str
 def format_seed_table(summary: Mapping[str, Mapping[str, tuple[float, float]]],
                       num_seeds: int) -> str:
   """Mean ± std over the seeds, one row per member, in percent."""
-  names = [k for k in next(iter(summary.values())) if not k.startswith("raw_pixels")
-           and k != "num_queries"]
+  names = [k for k in next(iter(summary.values()))
+           if not k.startswith(evaluators_lib.BASELINE_PREFIXES) and k != "num_queries"]
   lines = [f"| member (mean ± std over {num_seeds} seeds) | " + " | ".join(names) + " |",
            "|---|" + "---:|" * len(names)]
   for label, stats in summary.items():

@@ -3,6 +3,7 @@
 | data.name | data | evaluation sets (what ``config.evals`` reads) |
 |---|---|---|
 | ``mnist_5k``, ``sklearn_digits`` | bundled digits, by class or by image | ``test`` (with its pixels) |
+| ``omniglot`` | bundled Omniglot: one background split | ``test`` (the other split's unseen alphabets), ``one_shot`` (Lake's 20 runs); both with pixels and ink |
 | ``cub200``, ``cars196``, ``sop`` | a prepared TFDS directory (ArrayRecord), class-disjoint | ``test`` |
 | ``market1501``, ``msmt17`` | the user's unpacked folders | ``query``, ``gallery`` (ids, cameras) |
 | ``face_folders``, ``face_recordio`` | identity folders / ``train.rec`` packs | one pair set per ``.bin`` file; ``templates`` (IJB-style) |
@@ -33,10 +34,11 @@ from circle_jax import data as cdata
 from experiments.config_error import ConfigError
 
 DIGITS = ("mnist_5k", "sklearn_digits")
+OMNIGLOT = ("omniglot",)
 FINE_GRAINED = tuple(cdata.FINE_GRAINED)
 REID = ("market1501", "msmt17")
 FACE = ("face_folders", "face_recordio")
-KNOWN = DIGITS + FINE_GRAINED + REID + FACE
+KNOWN = DIGITS + OMNIGLOT + FINE_GRAINED + REID + FACE
 
 
 class Embed(Protocol):
@@ -57,9 +59,9 @@ class Embed(Protocol):
 
 
 def protocol_of(name: str) -> str:
-  """``"digits"``, ``"fine_grained"``, ``"reid"`` or ``"face"``."""
-  for protocol, names in (("digits", DIGITS), ("fine_grained", FINE_GRAINED), ("reid", REID),
-                          ("face", FACE)):
+  """``"digits"``, ``"omniglot"``, ``"fine_grained"``, ``"reid"`` or ``"face"``."""
+  for protocol, names in (("digits", DIGITS), ("omniglot", OMNIGLOT),
+                          ("fine_grained", FINE_GRAINED), ("reid", REID), ("face", FACE)):
     if name in names:
       return protocol
   raise ValueError(f"unknown dataset {name!r}; known: {', '.join(KNOWN)}")
@@ -76,8 +78,12 @@ class EvalSet:
     labels: [size] class / identity ids (None for pair and template sets).
     cams: [size] camera ids (re-ID).
     issame: [size // 2] bool: pair ``i`` is images ``2i, 2i + 1`` (face ``.bin`` sets).
-    pixels: [size, …] the images themselves, where they are in memory (the digits).
+    pixels: [size, …] the images themselves, where they are in memory (digits, Omniglot).
     templates: IJB-style template metadata (``circle_jax.data.IJBProtocol``).
+    ink: ``ink() -> bool [size, h, w]``, the drawings' ink pixels (Omniglot's
+      Modified Hausdorff baseline), read when called.
+    runs: [size] the one-shot run of each image (Lake's runs).
+    support: [size] bool: the run's support (training) images.
   """
 
   name: str
@@ -88,6 +94,9 @@ class EvalSet:
   issame: np.ndarray | None = None
   pixels: np.ndarray | None = None
   templates: Any = None
+  ink: Callable[[], np.ndarray] | None = None
+  runs: np.ndarray | None = None
+  support: np.ndarray | None = None
 
 
 class TrainInput:
@@ -217,6 +226,63 @@ class DigitsPipeline(_HostDecoded):
     source = cdata.ArrayImageSource(test, labels)
     return {"test": EvalSet("test", len(test), lambda embed, flip=False: embed.source(source, flip=flip),
                             labels=labels, pixels=test)}
+
+
+class OmniglotPipeline(_HostDecoded):
+  """Bundled Omniglot: train on one background split, evaluate on alphabets it never saw.
+
+  ``config.data.background`` (``"small1"`` or ``"small2"``) is the training
+  split; the ``test`` set is the other split's alphabets that it lacks
+  (class-disjoint retrieval by alphabet), and ``one_shot`` is Lake et al.'s 20
+  within-alphabet runs. Images are ``config.data.image_size``, ink bright on
+  black, augmented by small rotations, scalings and shifts.
+  """
+
+  def __init__(self, config):
+    self.config = config
+    d = config.data
+    if d.background not in ("small1", "small2"):
+      raise ConfigError(f"config.data.background: {d.background!r}; 'small1' or 'small2'")
+    for name in ("max_rotation", "max_scale"):
+      value = d.get(name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"config.data.{name}: expected a number ≥ 0, got {value!r}")
+    if d.max_scale >= 1:
+      raise ConfigError(f"config.data.max_scale: scales are drawn in [1 − s, 1 + s]; s must be "
+                        f"< 1, got {d.max_scale!r}")
+    size = tuple(int(v) for v in d.image_size)
+    folder = d.path or None
+    self.train = cdata.load_omniglot_background(d.background, folder, size=size)
+    other = "small2" if d.background == "small1" else "small1"
+    self.unseen = cdata.unseen_alphabets(d.background)
+    self.test = cdata.load_omniglot_background(other, folder, size=size, alphabets=self.unseen)
+    self.runs = cdata.load_one_shot_runs(folder, size=size)
+    self.source = self.train.source
+    self.num_train_classes = self.train.num_classes
+    self.augment = cdata.HostAugment(max_shift=d.max_shift, max_rotation=float(d.max_rotation),
+                                     max_scale=float(d.max_scale))
+    self.mean, self.std = (0.0,), (1.0,)
+    self.size = size
+    self.description = (
+        f"Omniglot, trained on background_{d.background} ({len(self.train)} images, "
+        f"{self.train.num_classes} characters of {', '.join(self.train.alphabet_names)}); "
+        f"retrieval of the unseen alphabets {', '.join(self.unseen)} ({len(self.test)} images, "
+        f"{self.test.num_classes} characters, each query left out of its gallery); one-shot "
+        f"classification on Lake's {self.runs.num_runs} runs")
+
+  def init_images(self):
+    return np.zeros((1, *self.size, 1), np.float32)
+
+  def eval_sets(self):
+    def eval_set(name, source, **fields):
+      def embed_source(embed: Embed, flip: bool = False) -> np.ndarray:
+        return embed.source(source, flip=flip, mean=self.mean, std=self.std)
+      pixels = source.images(np.arange(len(source))).astype(np.float32) / 255.0
+      return EvalSet(name, len(source), embed_source, labels=source.labels, pixels=pixels,
+                     ink=source.all_ink, **fields)
+    return {"test": eval_set("test", self.test.source),
+            "one_shot": eval_set("one_shot", self.runs.source, runs=self.runs.runs,
+                                 support=self.runs.support)}
 
 
 class FineGrainedPipeline(_HostDecoded):
@@ -352,5 +418,6 @@ def _check_first_image(source, role: str) -> None:
 def make_pipeline(config) -> Pipeline:
   """The pipeline for ``config.data.name``."""
   protocol = protocol_of(config.data.name)
-  return {"digits": DigitsPipeline, "fine_grained": FineGrainedPipeline, "reid": ReidPipeline,
+  return {"digits": DigitsPipeline, "omniglot": OmniglotPipeline,
+          "fine_grained": FineGrainedPipeline, "reid": ReidPipeline,
           "face": FacePipeline}[protocol](config)

@@ -203,7 +203,7 @@ def _train_and_evaluate(setup: builder.Setup, workdir: str) -> dict:
                     num_workers=int(config.data.get("num_workers", 0)), prefetch=prefetch)
   results = evaluators_lib.evaluate(setup.evaluators, embed)
   if is_main:
-    log.write({"step": config.num_steps, "event": "eval", **evaluators_lib.flatten(results)})
+    log.write({"step": config.num_steps, "event": "eval", **evaluators_lib.flatten(results, setup.evaluators)})
     log.close()
   input_stats = {"process": process, "num_processes": num_processes,
                  "steps": config.num_steps - first_step, "rows_per_batch": len(rows),
@@ -211,7 +211,7 @@ def _train_and_evaluate(setup: builder.Setup, workdir: str) -> dict:
                  "input_wait_seconds": batches.wait_seconds, "train_seconds": train_seconds}
   _write_input_stats(workdir, input_stats)
   say(f"\n{dataset.description}:")
-  say(evaluators_lib.tables(results, config.loss.name))
+  say(evaluators_lib.tables(results, config.loss.name, setup.evaluators))
   say(f"\nDone in {time.time() - start_time:.1f} s; metrics in "
       f"{os.path.join(workdir, 'metrics.jsonl')}")
   # Global arrays: with several processes, the class proxies may be split across them.

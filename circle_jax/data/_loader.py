@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from circle_jax.data._augment import affine_images
 from circle_jax.data._augment import flip_images
 from circle_jax.data._augment import random_resized_crop_box
 from circle_jax.data._augment import shift_images
@@ -78,12 +79,21 @@ def normalise_images(images: np.ndarray, mean, std) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class HostAugment:
-  """Left–right flips and translations, drawn for the whole batch, applied to a process's rows.
+  """Flips, small rotations and scalings, and translations, drawn for the whole batch.
 
   The random numbers of step ``s`` come from ``default_rng([seed, s, 1])``
-  (stream 1: never the sampler's draws), flips first, then the shifts, for
-  all ``batch_size`` rows; a process applies those of its own rows, so an
-  image is augmented the same way whichever process decodes it.
+  (stream 1: never the sampler's draws): flips, then the shifts, then the
+  angles, then the scales, each for all ``batch_size`` rows and each only when
+  enabled (so enabling one leaves the others' draws as they were). A process
+  applies those of its own rows, so an image is augmented the same way
+  whichever process decodes it. Applied in the order flip, rotate and scale
+  about the centre, shift.
+
+  Attributes:
+    flip: left–right mirrors with probability ½ (not for characters).
+    max_shift: translations of up to this many pixels in x and y.
+    max_rotation: rotations uniform in ±this many degrees.
+    max_scale: scale factors uniform in [1 − this, 1 + this].
 
   Example:
     >>> x = np.arange(8.0).reshape(2, 1, 4, 1)
@@ -95,17 +105,27 @@ class HostAugment:
 
   flip: bool = False
   max_shift: int = 0
+  max_rotation: float = 0.0
+  max_scale: float = 0.0
 
   def __call__(self, images: np.ndarray, rows: np.ndarray, batch_size: int, *, seed: int,
                step: int) -> np.ndarray:
-    if not (self.flip or self.max_shift):
+    if not (self.flip or self.max_shift or self.max_rotation or self.max_scale):
       return images
     rng = np.random.default_rng([int(seed), int(step), 1])
     if self.flip:
       images = flip_images(images, (rng.random(batch_size) < 0.5)[rows])
-    if self.max_shift:
-      dy, dx = rng.integers(0, 2 * self.max_shift + 1, size=(2, batch_size))
-      images = shift_images(images, self.max_shift, dy[rows], dx[rows])
+    shifts = rng.integers(0, 2 * self.max_shift + 1, size=(2, batch_size)) if self.max_shift else None
+    angles = np.zeros(batch_size)
+    scales = np.ones(batch_size)
+    if self.max_rotation:
+      angles = np.deg2rad(rng.uniform(-self.max_rotation, self.max_rotation, batch_size))
+    if self.max_scale:
+      scales = rng.uniform(1 - self.max_scale, 1 + self.max_scale, batch_size)
+    if self.max_rotation or self.max_scale:
+      images = affine_images(images, angles[rows], scales[rows])
+    if shifts is not None:
+      images = shift_images(images, self.max_shift, shifts[0][rows], shifts[1][rows])
     return images
 
   def images(self, source: ImageSource, idx: np.ndarray, rows: np.ndarray, batch_size: int, *,

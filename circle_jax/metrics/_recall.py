@@ -155,9 +155,9 @@ def recall_at_k_of_scores(scores: ArrayLike, labels: ArrayLike,
     ks: positive ints ≤ N − 1.
 
   Example:
-    >>> d = np.array([[0., 1., 5.], [1., 0., 2.], [5., 2., 0.]])
-    >>> recall_at_k_of_scores(-d, np.array([0, 0, 1]), ks=(1, 2))
-    {1: 0.6666666666666666, 2: 1.0}
+    >>> d = np.array([[0., 3., 1.], [3., 0., 2.], [1., 2., 0.]])
+    >>> recall_at_k_of_scores(-d, np.array([0, 0, 1]), ks=(1, 2))  # item 2 has no positive
+    {1: 0.0, 2: 0.6666666666666666}
   """
   s = np.asarray(scores, np.float64)
   y = np.asarray(labels)

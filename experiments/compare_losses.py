@@ -4,6 +4,8 @@ Command, from the repository root:
 
   python -m experiments.compare_losses --workdir /tmp/compare
   python -m experiments.compare_losses --workdir /tmp/compare_closed --protocol=closed_set
+  python -m experiments.compare_losses --workdir /tmp/compare_omniglot --protocol=omniglot
+  python -m experiments.compare_losses --workdir /tmp/compare_omniglot2 --protocol=omniglot_small2
 
 Each loss config (``--configs``, modules under ``experiments/configs``) trains
 once per seed of ``--seeds`` as one ablation program
@@ -14,7 +16,9 @@ is also written to ``workdir/recall.md`` and the numbers to
 ``workdir/compare_losses.json``. ``--protocol=closed_set`` gives every loss the
 split, batches, schedule and learning rate of
 ``experiments/configs/closed_set.py`` (``closed_set.apply``; the loss's own
-hyper-parameters stay).
+hyper-parameters stay); ``--protocol=omniglot`` (``omniglot_small2``: the mirror
+split) trains each loss in ``experiments/configs/omniglot.py``'s setup, and the
+table adds Lake's one-shot error and the MHD baseline.
 """
 
 import json
@@ -31,11 +35,13 @@ from experiments import loss_comparison
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Folder for recall.md and compare_losses.json.")
 flags.DEFINE_list("configs", ["class_disjoint", "circle_class", "triplet", "multi_similarity",
-                              "am_softmax", "arcface"],
+                              "am_softmax", "arcface", "normface"],
                   "Config modules under experiments/configs.")
-flags.DEFINE_enum("protocol", "class_disjoint", ["class_disjoint", "closed_set"],
+flags.DEFINE_enum("protocol", "class_disjoint", list(loss_comparison.PROTOCOLS),
                   "class_disjoint: the configs as they are (digits 0–4 train, 5–9 test); "
-                  "closed_set: the setup of experiments/configs/closed_set.py.")
+                  "closed_set: the setup of experiments/configs/closed_set.py; omniglot / "
+                  "omniglot_small2: experiments/configs/omniglot.py (train on small1 / small2) "
+                  "with each config's loss.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every loss (mean ± std over them).")
 flags.mark_flag_as_required("workdir")
 

@@ -80,8 +80,9 @@ class EvalSet:
     issame: [size // 2] bool: pair ``i`` is images ``2i, 2i + 1`` (face ``.bin`` sets).
     pixels: [size, …] the images themselves, where they are in memory (digits, Omniglot).
     templates: IJB-style template metadata (``circle_jax.data.IJBProtocol``).
-    ink: ``ink() -> bool [size, h, w]``, the drawings' ink pixels (Omniglot's
-      Modified Hausdorff baseline), read when called.
+    ink: ``ink(native) -> bool [size, h, w]``, the drawings' ink pixels
+      (Omniglot's Modified Hausdorff baseline), read when called: at the
+      files' own size (``native=True``), or of the images as evaluated.
     runs: [size] the one-shot run of each image (Lake's runs).
     support: [size] bool: the run's support (training) images.
   """
@@ -94,7 +95,7 @@ class EvalSet:
   issame: np.ndarray | None = None
   pixels: np.ndarray | None = None
   templates: Any = None
-  ink: Callable[[], np.ndarray] | None = None
+  ink: Callable[[bool], np.ndarray] | None = None
   runs: np.ndarray | None = None
   support: np.ndarray | None = None
 

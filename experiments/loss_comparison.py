@@ -20,13 +20,39 @@ Example (the table of a record):
 import importlib
 import time
 
+from experiments import evaluators
 from experiments import grid
 from experiments.configs import closed_set
+from experiments.configs import omniglot
+
+#: ``--protocol``: the setup every loss trains in (the loss configs give only their loss there).
+PROTOCOLS = ("class_disjoint", "closed_set", "omniglot", "omniglot_small2")
 
 NAMES = {"class_disjoint": "Circle pair-wise", "default": "Circle pair-wise",
          "circle_class": "Circle class-level", "triplet": "Triplet (batch-hard)",
          "multi_similarity": "Multi-similarity", "am_softmax": "AM-Softmax",
-         "arcface": "ArcFace"}
+         "arcface": "ArcFace", "normface": "NormFace (softmax)"}
+BASELINE_NAMES = {"raw_pixels": "raw pixels", "mhd": "MHD of the ink"}
+
+
+def protocol_config(name: str, protocol: str):
+  """The config that ``compare`` trains for loss config ``name`` under ``protocol``.
+
+  ``class_disjoint``: the config as it is (digits 0–4 train, 5–9 test);
+  ``closed_set``: with closed_set.py's split, batches and schedule;
+  ``omniglot`` / ``omniglot_small2``: experiments/configs/omniglot.py (train on
+  small1 / small2) with the loss config's ``loss`` section.
+  """
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  if protocol == "closed_set":
+    return closed_set.apply(config)
+  if protocol.startswith("omniglot"):
+    base = omniglot.get_config("small2" if protocol == "omniglot_small2" else "")
+    base.loss = config.loss
+    return base
+  return config
 
 
 def compare(config_names, seeds, *, protocol: str = "class_disjoint", say=print) -> dict:
@@ -39,9 +65,7 @@ def compare(config_names, seeds, *, protocol: str = "class_disjoint", say=print)
   rows, per_seed, raw = {}, {}, None
   seconds = {}
   for name in config_names:
-    config = importlib.import_module(f"experiments.configs.{name}").get_config()
-    if protocol == "closed_set":
-      config = closed_set.apply(config)
+    config = protocol_config(name, protocol)
     config.ablation.seeds = tuple(seeds)
     start = time.time()
     members, member_seeds = grid.grid_from_config(config)
@@ -51,27 +75,37 @@ def compare(config_names, seeds, *, protocol: str = "class_disjoint", say=print)
     label = NAMES.get(name, name)
     rows[label] = label_stats
     per_seed[label] = {
-        str(seed): {k: v for k, v in r.items() if not k.startswith("raw_pixels_")}
+        str(seed): {k: v for k, v in r.items() if not k.startswith(evaluators.BASELINE_PREFIXES)}
         for seed, r in zip(member_seeds, out["metrics"])}
-    raw = raw or {k[len("raw_pixels_"):]: v for k, v in out["metrics"][0].items()
-                  if k.startswith("raw_pixels_")}
+    # Baselines need no training: the same for every loss and seed.
+    raw = raw or {prefix[:-1]: {k[len(prefix):]: v for k, v in out["metrics"][0].items()
+                                if k.startswith(prefix)}
+                  for prefix in evaluators.BASELINE_PREFIXES}
     seconds[name] = time.time() - start
     r1 = label_stats["recall@1"]
     say(f"{name}: R@1 {100 * r1[0]:.2f} ± {100 * r1[1]:.2f} over seeds {tuple(seeds)} "
         f"({seconds[name]:.0f} s)", flush=True)
-  return {"rows": rows, "per_seed": per_seed, "raw_pixels": raw, "seconds": seconds,
-          "seeds": list(seeds), "protocol": protocol}
+  raw = {b: v for b, v in (raw or {}).items() if v}
+  return {"rows": rows, "per_seed": per_seed, "raw_pixels": raw.get("raw_pixels"),
+          "baselines": raw, "seconds": seconds, "seeds": list(seeds), "protocol": protocol}
+
+
+def _column(name: str) -> str:
+  return "one-shot error" if name == "one_shot_error" else name.replace("recall@", "R@")
 
 
 def format_table(result: dict) -> str:
-  """Markdown: raw pixels, then mean ± std of each loss's R@K."""
-  names = [k for k in next(iter(result["rows"].values())) if k.startswith("recall@")]
+  """Markdown: the baselines, then mean ± std of each loss's R@K (and one-shot error, %)."""
+  names = [k for k in next(iter(result["rows"].values()))
+           if k.startswith("recall@") or k == "one_shot_error"]
   lines = [f"| embedding (mean ± std over {len(result['seeds'])} seeds) | "
-           + " | ".join(n.replace("recall@", "R@") for n in names) + " |",
+           + " | ".join(_column(n) for n in names) + " |",
            "|---|" + "---:|" * len(names)]
-  if result["raw_pixels"]:
-    lines.append("| raw pixels | " + " | ".join(f"{100 * result['raw_pixels'][n]:.2f}"
-                                                for n in names) + " |")
+  baselines = result.get("baselines") or {"raw_pixels": result.get("raw_pixels")}
+  for key, values in baselines.items():
+    if values:
+      lines.append(f"| {BASELINE_NAMES[key]} | " + " | ".join(
+          f"{100 * values[n]:.2f}" if n in values else "—" for n in names) + " |")
   for label, stats in result["rows"].items():
     lines.append(f"| {label} | " + " | ".join(f"{100 * stats[n][0]:.2f} ± {100 * stats[n][1]:.2f}"
                                              for n in names) + " |")

@@ -21,6 +21,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from typing import Sequence
 
 import numpy as np
@@ -118,7 +119,7 @@ class ZipImageSource(ImageSource):
     member = self.members[i]
     try:
       return _decode_member(self._file().read(member), size)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, zlib.error, KeyError, OSError, ValueError) as e:
       raise DatasetError(f"{self.path}: member {member}: {e}") from None
 
   def image(self, i: int) -> np.ndarray:
@@ -133,9 +134,15 @@ class ZipImageSource(ImageSource):
     for i in range(len(self.members)):
       self._read(i, (2, 2))
 
-  def all_ink(self) -> np.ndarray:
-    """bool [N, h, w]: :meth:`ink` of every item (the drawings' points, for the MHD baseline)."""
-    return np.stack([self.ink(i) for i in range(len(self))])
+  def all_ink(self, native: bool = True) -> np.ndarray:
+    """bool [N, h, w]: the ink of every item (the drawings' points, for the MHD baseline).
+
+    ``native``: at the files' own size (:meth:`ink`); else at ``size``, the
+    resized images above half intensity.
+    """
+    if native:
+      return np.stack([self.ink(i) for i in range(len(self))])
+    return self.images(np.arange(len(self)))[..., 0] > 127
 
 
 def _open_zip(path: str) -> zipfile.ZipFile:
@@ -210,7 +217,9 @@ def load_omniglot_background(split: str = "small1", folder: str | os.PathLike | 
     raise ValueError(f"load_omniglot_background: split must be 'small1' or 'small2', got {split!r}")
   path = omniglot_path(split, folder)
   rows = []
-  for name in sorted(_open_zip(path).namelist()):
+  with _open_zip(path) as archive:
+    listing = archive.namelist()
+  for name in sorted(listing):
     if name.endswith("/"):
       continue
     m = _MEMBER.match(name)
@@ -305,7 +314,11 @@ def load_one_shot_runs(folder: str | os.PathLike | None = None, *,
     (800, 20, 400)
   """
   path = omniglot_path("runs", folder)
-  archive = _open_zip(path)
+  with _open_zip(path) as archive:
+    return _read_runs(path, archive, size)
+
+
+def _read_runs(path: str, archive: zipfile.ZipFile, size) -> OneShotRuns:
   names = set(archive.namelist())
   run_names = sorted({n.split("/")[0] for n in names if re.match(r"^run\d\d/", n)})
   if not run_names:
@@ -317,7 +330,7 @@ def load_one_shot_runs(folder: str | os.PathLike | None = None, *,
       text = archive.read(listing).decode("utf-8")
     except KeyError:
       raise DatasetError(f"{path}: member {listing} is missing") from None
-    except (zipfile.BadZipFile, UnicodeDecodeError, OSError) as e:
+    except (zipfile.BadZipFile, zlib.error, UnicodeDecodeError, OSError) as e:
       raise DatasetError(f"{path}: member {listing}: {e}") from None
     pairs = {}
     for line_no, line in enumerate(text.splitlines(), 1):

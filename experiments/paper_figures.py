@@ -9,6 +9,9 @@ r"""The paper's Figures 1–5, redrawn on the bundled digits, as PNG files.
   against m for class-level Circle, AM-Softmax and ArcFace, mean ± std over
   three seeds, one ablation program per loss (:mod:`experiments.grid`, the
   seed an axis of the grid).
+* ``fig3_robustness_omniglot.png``: the same on Omniglot (each loss in
+  ``experiments/configs/omniglot.py``'s setup, R@1 of the unseen alphabets),
+  three points an axis.
 * ``fig4_similarity.png`` (Fig. 4): mean s_p and s_n over training, Circle vs
   AM-Softmax.
 * ``fig5_convergence.png`` (Fig. 5): where (s_n, s_p) pairs cross their
@@ -56,6 +59,9 @@ from experiments.configs import circle_class as circle_config  # noqa: E402
 
 GAMMAS = (32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
 MARGINS = (-0.2, -0.1, 0.0, 0.1, 0.2, 0.3)   # the paper: −0.2 … 0.3 in steps of 0.05
+# Omniglot (a run costs about 15 digits runs): three points an axis, around the losses' own.
+OMNIGLOT_GAMMAS = (32.0, 128.0, 512.0)
+OMNIGLOT_MARGINS = (0.1, 0.25, 0.4)
 FIG5_MARGINS = {"am_softmax": 0.35, "circle_tangent": 0.325, "circle": 0.25}
 _LOSS_CONFIGS = {"circle_class": circle_config, "am_softmax": am_config, "arcface": arc_config}
 _LABELS = {"circle_class": "Circle", "am_softmax": "AM-Softmax", "arcface": "ArcFace"}
@@ -165,8 +171,15 @@ def _tiny(config):
   return config
 
 
-def _ablation_config(loss: str, tiny: bool, gammas, margins, steps: int = 0, seeds=(0,)):
-  config = _LOSS_CONFIGS[loss].get_config()
+def _ablation_config(loss: str, tiny: bool, gammas, margins, steps: int = 0, seeds=(0,),
+                     data: str = "digits"):
+  if data == "omniglot":
+    from experiments import loss_comparison  # pylint: disable=g-import-not-at-top
+    config = loss_comparison.protocol_config(loss, "omniglot")
+    config.evals.retrieval.mhd = False  # the baselines are in the loss comparison
+    del config.evals["one_shot"]
+  else:
+    config = _LOSS_CONFIGS[loss].get_config()
   if steps:
     config.num_steps = steps
   config.ablation = ablate_config.ablation_section()
@@ -177,17 +190,21 @@ def _ablation_config(loss: str, tiny: bool, gammas, margins, steps: int = 0, see
 
 
 def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, seeds=(0, 1, 2),
-                   say=print) -> dict:
+                   say=print, data: str = "digits") -> dict:
   """R@1 against γ (at each loss's m) and against m (at its γ), mean ± std over ``seeds``;
   one ablation program per loss, its members every (γ, m) × seed.
 
-  ``steps`` overrides the configs' ``num_steps`` (0: keep them).
+  ``steps`` overrides the configs' ``num_steps`` (0: keep them). ``data``:
+  ``"digits"`` (the loss configs: unseen digits 5–9) or ``"omniglot"`` (each
+  loss in experiments/configs/omniglot.py's setup: the unseen alphabets, on
+  :data:`OMNIGLOT_GAMMAS` × :data:`OMNIGLOT_MARGINS`).
   """
-  gammas = (32.0, 1024.0) if tiny else GAMMAS
-  margins = (-0.2, 0.3) if tiny else MARGINS
+  grid_g, grid_m = (OMNIGLOT_GAMMAS, OMNIGLOT_MARGINS) if data == "omniglot" else (GAMMAS, MARGINS)
+  gammas = (grid_g[0], grid_g[-1]) if tiny else grid_g
+  margins = (grid_m[0], grid_m[-1]) if tiny else grid_m
   results = {}
   for loss in _LOSS_CONFIGS:
-    config = _ablation_config(loss, tiny, gammas, margins, steps, seeds)
+    config = _ablation_config(loss, tiny, gammas, margins, steps, seeds, data)
     members, member_seeds = grid_lib.grid_from_config(config)
     setup = grid_lib.make_setup(config, members, member_seeds)
     say(f"Fig. 3: {_LABELS[loss]}, {len(members)} members ({len(seeds)} seeds), "
@@ -224,8 +241,11 @@ def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, seeds=(0, 1
   for ax in (ax_g, ax_m):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  fig.suptitle(f"Recall@1 of the unseen digits 5–9, mean ± std over {len(seeds)} seeds "
-               "(a missing point: training diverged)")
+  what = ("the unseen alphabets (Omniglot, trained on background_small1, "
+          f"{next(iter(results.values()))['num_steps']} steps)" if data == "omniglot"
+          else "the unseen digits 5–9")
+  fig.suptitle(f"Recall@1 of {what}, mean ± std over {len(seeds)} seeds "
+               "(a missing point: training diverged)", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -351,7 +371,7 @@ def fig_training(path4: str, path5: str, *, tiny: bool = False, say=print) -> di
 # --------------------------------------------------------------------- main
 
 
-FIGURES = ("fig1_2", "fig3", "fig4_5")
+FIGURES = ("fig1_2", "fig3", "fig3_omniglot", "fig4_5")
 
 
 def make_figures(out: str, *, tiny: bool = False, only=FIGURES, fig3_steps: int = 0,
@@ -369,6 +389,10 @@ def make_figures(out: str, *, tiny: bool = False, only=FIGURES, fig3_steps: int 
   if "fig3" in only:
     record["fig3"] = fig_robustness(os.path.join(out, "fig3_robustness.png"), tiny=tiny,
                                     steps=fig3_steps, seeds=tuple(range(fig3_seeds)), say=say)
+  if "fig3_omniglot" in only:
+    record["fig3_omniglot"] = fig_robustness(
+        os.path.join(out, "fig3_robustness_omniglot.png"), tiny=tiny, steps=fig3_steps,
+        seeds=tuple(range(fig3_seeds)), say=say, data="omniglot")
   if "fig4_5" in only:
     record["fig4_5"] = fig_training(os.path.join(out, "fig4_similarity.png"),
                                     os.path.join(out, "fig5_convergence.png"), tiny=tiny, say=say)
@@ -381,8 +405,9 @@ def make_figures(out: str, *, tiny: bool = False, only=FIGURES, fig3_steps: int 
                                              "+".join(only): record["seconds"]}}
   with open(path, "w", encoding="utf-8") as f:
     json.dump(record, f, indent=1)
-  if "fig3" in only:
-    say(format_fig3(record["fig3"]))
+  for key in ("fig3", "fig3_omniglot"):
+    if key in only:
+      say(format_fig3(record[key]))
   if "fig4_5" in only:
     say(format_fig45(record["fig4_5"]))
   say(f"Wrote the figures to {out} in {time.time() - start:.0f} s", flush=True)

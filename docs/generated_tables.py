@@ -56,6 +56,11 @@ def _compare(record):
   return loss_comparison.format_table(record)
 
 
+def _fig3_omniglot(record):
+  from experiments import paper_figures  # pylint: disable=g-import-not-at-top
+  return paper_figures.format_fig3(record["fig3_omniglot"])
+
+
 def _ablation(record):
   from experiments import grid  # pylint: disable=g-import-not-at-top
   times = grid.report_times(record)
@@ -87,6 +92,12 @@ TABLES = (
     Table("compare_closed_set", "results/compare_losses_closed_set.json",
           "python -m experiments.compare_losses --workdir /tmp/compare_closed "
           "--protocol=closed_set", _compare),
+    Table("compare_omniglot", "results/compare_losses_omniglot.json",
+          "python -m experiments.compare_losses --workdir /tmp/compare_omniglot "
+          "--protocol=omniglot", _compare),
+    Table("compare_omniglot_small2", "results/compare_losses_omniglot_small2.json",
+          "python -m experiments.compare_losses --workdir /tmp/compare_omniglot2 "
+          "--protocol=omniglot_small2", _compare),
     Table("ablation", "results/ablation.json",
           "python -m experiments.ablate --config experiments/configs/ablate.py "
           "--workdir /tmp/ablate", _ablation),
@@ -94,6 +105,9 @@ TABLES = (
           "python -m experiments.input_benchmark --workdir /tmp/input_bench", _input_benchmark),
     Table("fig3", "figures/figures.json", "python -m experiments.figures --out docs/figures",
           _fig3),
+    Table("fig3_omniglot", "figures/figures.json",
+          "python -m experiments.figures --out docs/figures --only fig3_omniglot --fig3_steps 150",
+          _fig3_omniglot),
     Table("fig45", "figures/figures.json", "python -m experiments.figures --out docs/figures",
           _fig45),
 )

@@ -96,8 +96,8 @@ def _column(name: str) -> str:
 
 def format_table(result: dict) -> str:
   """Markdown: the baselines, then mean ± std of each loss's R@K (and one-shot error, %)."""
-  names = [k for k in next(iter(result["rows"].values()))
-           if k.startswith("recall@") or k == "one_shot_error"]
+  first = next(iter(result["rows"].values()))
+  names = [k for k in first if k.startswith("recall@")] + [k for k in first if k == "one_shot_error"]
   lines = [f"| embedding (mean ± std over {len(result['seeds'])} seeds) | "
            + " | ".join(_column(n) for n in names) + " |",
            "|---|" + "---:|" * len(names)]

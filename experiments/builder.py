@@ -18,7 +18,7 @@ Example:
   >>> from experiments.configs import default
   >>> setup = build(default.get_config(), data=False)
   >>> setup.spec.kind, setup.sampler, setup.batch_size, list(setup.evaluators)
-  ('pair', 'pk', 80, ['retrieval'])
+  ('pair', 'pk', 128, ['one_shot', 'retrieval'])
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains per ``config`` (resuming from ``workdir`` if it holds checkpoints), then evaluates.
 
   Args:
-    config: see ``experiments/configs/default.py``.
+    config: see ``experiments/configs/class_disjoint.py`` (every field) and ``omniglot.py``.
     workdir: checkpoints, ``metrics.jsonl``.
 
   Returns:

@@ -3,12 +3,12 @@ r"""Circle loss, pair-wise labels, on the bundled MNIST digits: class-disjoint r
 Trains a small CNN on digits 0–4 with P×K batches and evaluates Recall@K
 retrieval of the unseen digits 5–9 (2,500 test images, each query left out of
 its own gallery), next to the same Recall@K of raw pixels. This is the
-fine-grained retrieval protocol; the demo that ``default.py`` runs is the
+fine-grained retrieval protocol; the digits demo (``digits.py``) runs the
 closed-set one (closed_set.py), because here the embedding does not beat raw
 pixels. Every field of the digits configs is defined here; the loss configs
 (circle_class.py, triplet.py, …) change only the loss of this setup.
 
-Command, from the repository root (the default command with only the config
+Command, from the repository root (the main command with only the config
 file changed):
 
   python -m experiments.main --config experiments/configs/class_disjoint.py --workdir /tmp/circle_class_disjoint

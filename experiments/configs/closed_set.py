@@ -13,8 +13,8 @@ Command, from the repository root:
   python -m experiments.main --config experiments/configs/closed_set.py --workdir /tmp/circle_closed_set
 
 P = 10 is every class; the learning rate is three times the class-disjoint
-config's, which fits more in the same short run. The default demo
-(default.py) is this config at 150 steps instead of 300; ``apply`` is what
+config's, which fits more in the same short run. The digits demo
+(digits.py) is this config at 150 steps instead of 300; ``apply`` is what
 ``experiments.compare_losses --protocol=closed_set`` gives every loss.
 
 Runtime and Recall@K on 2 CPU cores: the "Closed-set retrieval" section

@@ -51,8 +51,8 @@ def test_members_sweep_product_alpha_and_losses():
   members, seeds = ablate.grid_from_config(c)
   assert seeds == [0, 1, 2, 0, 1, 2] and [m.hparams["gamma"] for m in members] == [32.0] * 3 + [64.0] * 3
   # Every training config has an ablation section: by default its own loss alone.
-  from experiments.configs import default
-  members, seeds = ablate.grid_from_config(default.get_config())
+  from experiments.configs import digits
+  members, seeds = ablate.grid_from_config(digits.get_config())
   assert [(m.loss, dict(m.hparams)) for m in members] == [("circle_pair", {"gamma": 80.0, "margin": 0.4})]
 
 

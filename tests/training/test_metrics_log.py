@@ -64,7 +64,7 @@ def test_main_refuses_a_workdir_in_use(tmp_path):
   with training.WorkdirLock(tmp_path):
     start = time.time()
     run = subprocess.run(
-        [sys.executable, "-m", "experiments.main", "--config", "experiments/configs/default.py",
+        [sys.executable, "-m", "experiments.main", "--config", "experiments/configs/digits.py",
          "--workdir", str(tmp_path), "--config.num_steps=2"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
   assert run.returncode == 1, run.stderr[-2000:]

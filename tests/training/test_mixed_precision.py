@@ -11,7 +11,7 @@ import pytest
 from circle_jax import training
 from experiments import builder
 from experiments import train
-from experiments.configs import default
+from experiments.configs import digits
 from experiments.configs import paper
 
 CLASSES = 4
@@ -131,7 +131,7 @@ def test_bf16_paper_hyperparameters_stay_finite(loss, hparams, num_classes):
 
 
 def test_configs_choose_the_dtype():
-  assert default.get_config().model.dtype == "float32"  # the digits
+  assert digits.get_config().model.dtype == "float32"  # the digits
   for c in (paper.face("circle_class", None), paper.reid("circle_class", None),
             paper.fine_grained("circle_pair", None), paper.face("circle_class", "local")):
     assert c.model.dtype == "bfloat16"
@@ -147,7 +147,7 @@ def test_make_backbone_takes_dtype_by_name_or_dtype_and_rejects_others():
 
 
 def test_bad_dtype_is_a_config_error():
-  c = default.get_config()
+  c = digits.get_config()
   c.model.dtype = "float16"
   with pytest.raises(builder.ConfigError,
                      match=r"^config.model: dtype: expected one of 'float32', 'bfloat16' .*"

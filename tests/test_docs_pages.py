@@ -144,3 +144,22 @@ def test_readme_targets_are_the_benchmark_record():
     targets = "\n".join(f"- {line}" for line in benchmark_lib.targets(json.load(f)))
   readme = (ROOT / "README.md").read_text(encoding="utf-8")
   assert targets in readme, "README's benchmark targets differ from docs/results/benchmark.json"
+
+
+def test_readme_omniglot_table_is_the_comparison_record():
+  from experiments import loss_comparison  # pylint: disable=g-import-not-at-top
+  with open(DOCS / "results" / "compare_losses_omniglot.json", encoding="utf-8") as f:
+    record = json.load(f)
+  readme = (ROOT / "README.md").read_text(encoding="utf-8")
+  rows = {}
+  for line in readme.splitlines():
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if line.startswith("| ") and len(cells) == 3 and cells[1] not in ("R@1", "---:"):
+      rows[cells[0]] = (cells[1], cells[2])
+  cell = lambda v: f"{100 * v[0]:.2f} ± {100 * v[1]:.2f}"
+  for label, stats in record["rows"].items():
+    assert rows[label] == (cell(stats["recall@1"]), cell(stats["one_shot_error"])), label
+  for key, name in (("raw_pixels", "raw pixels"), ("mhd", "MHD of the ink (Omniglot's baseline)")):
+    values = record["baselines"][key]
+    assert rows[name] == (f"{100 * values['recall@1']:.2f}", f"{100 * values['one_shot_error']:.2f}")
+  assert set(record["rows"]) == set(loss_comparison.NAMES.values())  # the seven losses

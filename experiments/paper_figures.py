@@ -223,33 +223,41 @@ def fig_robustness(path: str, *, tiny: bool = False, steps: int = 0, seeds=(0, 1
                      "num_steps": config.num_steps, "seeds": list(seeds),
                      "gammas": list(gammas), "margins": list(margins)}
     say(f"  {len(members)} members in {out['seconds']:.1f} s", flush=True)
-  fig, (ax_g, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
+  what = ("the unseen alphabets (Omniglot, trained on background_small1, "
+          f"{next(iter(results.values()))['num_steps']} steps)" if data == "omniglot"
+          else "the unseen digits 5–9")
+  plot_fig3(path, results, what)
+  return results
+
+
+def plot_fig3(path: str, results: dict, what: str) -> None:
+  """Draws Fig. 3 from ``fig_robustness``'s results (a ``figures.json`` entry) to ``path``."""
+  fig, (ax_g, ax_m) = plt.subplots(1, 2, figsize=(10, 4.2))
+  gammas = sorted({r["gamma"] for res in results.values() for r in res["rows"]})
+  seeds = len(next(iter(results.values())).get("seeds", [0]))
   for loss, res in results.items():
     base = res["base"]
-    by_g = [(r["gamma"], r["recall@1"], r["recall@1_std"]) for r in res["rows"]
+    by_g = [(r["gamma"], r["recall@1"], r.get("recall@1_std", 0.0)) for r in res["rows"]
             if r["margin"] == base["margin"]]
-    by_m = [(r["margin"], r["recall@1"], r["recall@1_std"]) for r in res["rows"]
+    by_m = [(r["margin"], r["recall@1"], r.get("recall@1_std", 0.0)) for r in res["rows"]
             if r["gamma"] == base["gamma"]]
-    for ax, pts, what in ((ax_g, by_g, f"m = {base['margin']:g}"),
-                          (ax_m, by_m, f"γ = {base['gamma']:g}")):
+    for ax, pts, at in ((ax_g, by_g, f"m = {base['margin']:g}"),
+                        (ax_m, by_m, f"γ = {base['gamma']:g}")):
       pts = sorted(pts)
       ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts], [100 * p[2] for p in pts],
-                  fmt="o-", capsize=3, label=f"{_LABELS[loss]} ({what})")
+                  fmt="o-", capsize=3, label=f"{_LABELS[loss]} ({at})")
   ax_g.set(xscale="log", xlabel="γ", ylabel="Recall@1 (%)", title="(a) against the scale γ")
+  ax_g.minorticks_off()  # log-axis minor labels would collide with the grid's own γ
   ax_g.set_xticks(gammas, [f"{g:g}" for g in gammas])
   ax_m.set(xlabel="m", ylabel="Recall@1 (%)", title="(b) against the margin m")
   for ax in (ax_g, ax_m):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  what = ("the unseen alphabets (Omniglot, trained on background_small1, "
-          f"{next(iter(results.values()))['num_steps']} steps)" if data == "omniglot"
-          else "the unseen digits 5–9")
-  fig.suptitle(f"Recall@1 of {what}, mean ± std over {len(seeds)} seeds "
+  fig.suptitle(f"Recall@1 of {what},\nmean ± std over {seeds} seeds "
                "(a missing point: training diverged)", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
-  return results
 
 
 # ------------------------------------------------------------------ Fig. 4/5

@@ -33,6 +33,13 @@ Images are 28×28 (as most published Omniglot networks use), ink bright on a
 black ground, augmented by rotations of ±10°, scalings of ±10 % and shifts
 of ±2 px. The training set is the "minimal" one (5 alphabets, not the
 original 30), which makes both protocols harder than the published setting.
+
+Runtime: 82.3 and 76.3 s wall on 2 quiet CPU cores (seed 0, two runs; the
+MHD baselines take about 20 s of it). Result (seed 0): R@1/2/4/8 = 75.52 /
+85.24 / 91.27 / 95.38 % (raw pixels 36.60 / 47.97 / 58.92 / 70.52 %, MHD
+65.66 / 76.56 / 87.12 / 92.41 %); one-shot error 24.00 % (raw pixels 75.50 %,
+MHD 38.75 %). Over seeds 0, 1, 2 and both splits, against six other losses:
+docs/guides/omniglot.md.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def omniglot_path(name: str, folder: str | os.PathLike | None = None) -> str:
   """Path of an Omniglot zip: ``name`` is ``"small1"``, ``"small2"`` or ``"runs"``.
 
   Args:
-    name: a key of :data:`FILES`.
+    name: a key of ``FILES``.
     folder: a folder holding the zips under their original names; ``None`` or
       ``""`` for the copies bundled with the package.
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from tests.conftest import slow
 
 from circle_jax import data as cdata
 from circle_jax import training
@@ -90,7 +91,7 @@ def test_evaluation_batches_pad_past_the_end_without_decoding():
   assert not out[2]["image"].any()
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [0, slow(2)])
 def test_resumed_iterator_continues_batch_for_batch(num_workers):
   # Shuffled sampling straddles epochs (60 items, batches of 16): resume mid-epoch.
   fn = _fn(CountingSource(60, 7), np.arange(16), "shuffle")

@@ -8,6 +8,7 @@ import pytest
 from circle_jax import models
 
 
+@pytest.mark.slow
 def test_small_cnn_updates_batch_stats_only_in_train_mode():
   model = models.SmallCNN(features=(4, 8), embedding_dim=5, global_pool=False)
   x = jax.random.normal(jax.random.key(0), (6, 28, 28, 1)) + 3.0

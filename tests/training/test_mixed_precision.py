@@ -91,6 +91,7 @@ def test_bf16_keeps_state_and_loss_float32_and_convolves_in_bf16(name):
   assert _operand_dtypes(jaxpr, "dot_general") == {BF16, F32}
 
 
+@pytest.mark.slow
 def test_bf16_step_matches_float32():
   step = _step(*CLASS[:2])
   s32, s16 = _init("float32", CLASSES)(), _init("bfloat16", CLASSES)()

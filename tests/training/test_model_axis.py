@@ -146,6 +146,7 @@ def test_train_steps_on_a_model_axis_equal_the_1_device_step(shape, num_classes)
   assert np.abs(want_cw - init["class_weights"]).max() > 1e3 * RTOL
 
 
+@pytest.mark.slow
 def test_adamw_moments_are_sharded_and_padding_rows_stay_zero():
   """AdamW with weight decay on the proxies: mu and nu mirror the class sharding; the
   padding row (C = 5 on 2 devices → 6 rows) is zero and stays zero (decay of 0 is 0)."""

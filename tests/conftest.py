@@ -38,8 +38,16 @@ settings.load_profile("circle_jax")
 COLLECTED = pytest.StashKey[list]()
 
 
+# Doctests whose examples compile whole training programs (3–6 s each on 2 cores): they run in
+# the slow tier; the fast one keeps the same code's unit tests.
+SLOW_DOCTEST_MODULES = ("circle_jax/training/_ablation.py::",)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+  for item in items:
+    if item.nodeid.startswith(SLOW_DOCTEST_MODULES):
+      item.add_marker(pytest.mark.slow)
   config.stash[COLLECTED] = [
       (item.nodeid, item.path, item.get_closest_marker("slow") is not None, _module_is_slow(item))
       for item in items]

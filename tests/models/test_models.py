@@ -23,6 +23,7 @@ def test_small_cnn_updates_batch_stats_only_in_train_mode():
   np.testing.assert_allclose(one, model.apply(v, x, train=False)[:1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_dropout_needs_rng_only_in_training():
   model = models.SmallCNN(features=(4,), embedding_dim=5, dropout_rate=0.5)
   x = jax.random.normal(jax.random.key(3), (4, 8, 8, 1))
@@ -47,6 +48,7 @@ def test_named_resnets_have_their_stage_depths(name):
   assert ("conv3" in shapes["params"]["stage0_block0"]) == (cls is models.BottleneckBlock)
 
 
+@pytest.mark.slow
 def test_resnet_forward_and_bad_names():
   model = models.ResNet(stage_sizes=(1, 1), width=4, embedding_dim=8)
   x = jnp.ones((2, 32, 32, 3))

@@ -48,8 +48,11 @@ from experiments.input_pipeline import Embed
 from experiments.input_pipeline import EvalSet
 
 
-#: The prefixes of baseline metrics (embeddings that need no training) in the flat results.
-BASELINE_PREFIXES = ("raw_pixels_", "mhd_")
+#: The baselines that ``recall`` and ``one_shot`` can add (measures that need no training),
+#: by field, with the name their table rows carry.
+BASELINES = {"raw_pixels": "raw pixels", "mhd": "MHD of the ink"}
+#: The prefixes of the baselines' metrics in the flat results.
+BASELINE_PREFIXES = tuple(f"{b}_" for b in BASELINES)
 
 
 class Evaluator:
@@ -100,6 +103,7 @@ class Evaluator:
     raise NotImplementedError
 
   def _need(self, eval_sets, *names: str) -> None:
+    self._memo.clear()  # bound to (new) sets: nothing computed before applies
     for n in names:
       if n not in eval_sets:
         raise ConfigError(f"config.evals.{self.name}: type '{self.TYPE}' reads the dataset's "
@@ -131,7 +135,19 @@ def _mhd_scores(test: EvalSet) -> np.ndarray:
   return -metrics.modified_hausdorff_distances(test.ink(False))
 
 
-class Recall(Evaluator):
+class _WithBaselines(Evaluator):
+  """An evaluator whose settings include the :data:`BASELINES` flags (all False by default)."""
+
+  def __init__(self, name, section, *, block_size):
+    super().__init__(name, section, block_size=block_size)
+    _check_flags(self, *BASELINES)
+
+  def _baselines(self) -> list[str]:
+    """The baselines asked for, in :data:`BASELINES` order."""
+    return [b for b in BASELINES if getattr(self, b)]
+
+
+class Recall(_WithBaselines):
   """Recall@K of the ``"test"`` set against itself, each query left out of its gallery.
 
   With ``raw_pixels`` the same for the images' pixels (cosine), and with
@@ -141,13 +157,11 @@ class Recall(Evaluator):
   """
 
   TYPE = "recall"
-  FIELDS = {"ks": (1, 2, 4, 8), "raw_pixels": False, "mhd": False}
-  BASELINES = {"raw_pixels": "raw pixels", "mhd": "MHD of the ink"}
+  FIELDS = {"ks": (1, 2, 4, 8), **dict.fromkeys(BASELINES, False)}
 
   def __init__(self, name, section, *, block_size):
     super().__init__(name, section, block_size=block_size)
     self.ks = _positive_ints(self._where("ks"), self.ks)
-    _check_flags(self, "raw_pixels", "mhd")
 
   def bind(self, eval_sets):
     self._need(eval_sets, "test")
@@ -169,9 +183,6 @@ class Recall(Evaluator):
           _mhd_scores(test), test.labels, self.ks))
     return out
 
-  def _baselines(self):
-    return [b for b in self.BASELINES if getattr(self, b)]
-
   def flatten(self, results):
     flat = {f"recall@{k}": v for k, v in results.get("recall", {}).items()}
     for b in self._baselines():
@@ -186,13 +197,13 @@ class Recall(Evaluator):
     if "recall" not in results:
       return ""
     ks = tuple(results["recall"])
-    rows = {self.BASELINES[b]: [results[b][k] for k in ks] for b in self._baselines()
+    rows = {BASELINES[b]: [results[b][k] for k in ks] for b in self._baselines()
             if results.get(b)}
     rows[label] = [results["recall"][k] for k in ks]
     return _percent_table("Recall@K (%)", [f"R@{k}" for k in ks], rows)
 
 
-class OneShot(Evaluator):
+class OneShot(_WithBaselines):
   """One-shot classification on Lake et al.'s runs (the ``"one_shot"`` set).
 
   In each run, each query (test) image takes the class of its nearest support
@@ -204,12 +215,7 @@ class OneShot(Evaluator):
   """
 
   TYPE = "one_shot"
-  FIELDS = {"raw_pixels": False, "mhd": False}
-  BASELINES = Recall.BASELINES
-
-  def __init__(self, name, section, *, block_size):
-    super().__init__(name, section, block_size=block_size)
-    _check_flags(self, "raw_pixels", "mhd")
+  FIELDS = dict.fromkeys(BASELINES, False)
 
   def bind(self, eval_sets):
     self._need(eval_sets, "one_shot")
@@ -244,9 +250,6 @@ class OneShot(Evaluator):
     ink = self.sets["one_shot"].ink(True)  # 400 pairs a run: the files' own size is cheap
     return self._errors(lambda q, sup: -metrics.modified_hausdorff_distances(ink[q], ink[sup]))
 
-  def _baselines(self):
-    return [b for b in self.BASELINES if getattr(self, b)]
-
   def flatten(self, results):
     r = results.get("one_shot")
     if r is None:
@@ -262,7 +265,7 @@ class OneShot(Evaluator):
     r = results.get("one_shot")
     if r is None:
       return ""
-    rows = {self.BASELINES[b]: r[b] for b in self._baselines() if b in r}
+    rows = {BASELINES[b]: r[b] for b in self._baselines() if b in r}
     rows[label] = r["embedding"]
     n = len(r["embedding"]["per_run"])
     header = f"{f'One-shot, {n} runs':<20}{'error %':>8}{'best run':>10}{'worst':>8}"

@@ -32,7 +32,6 @@ NAMES = {"class_disjoint": "Circle pair-wise", "default": "Circle pair-wise",
          "circle_class": "Circle class-level", "triplet": "Triplet (batch-hard)",
          "multi_similarity": "Multi-similarity", "am_softmax": "AM-Softmax",
          "arcface": "ArcFace", "normface": "NormFace (softmax)"}
-BASELINE_NAMES = {"raw_pixels": "raw pixels", "mhd": "MHD of the ink"}
 
 
 def protocol_config(name: str, protocol: str):
@@ -104,7 +103,7 @@ def format_table(result: dict) -> str:
   baselines = result.get("baselines") or {"raw_pixels": result.get("raw_pixels")}
   for key, values in baselines.items():
     if values:
-      lines.append(f"| {BASELINE_NAMES[key]} | " + " | ".join(
+      lines.append(f"| {evaluators.BASELINES[key]} | " + " | ".join(
           f"{100 * values[n]:.2f}" if n in values else "—" for n in names) + " |")
   for label, stats in result["rows"].items():
     lines.append(f"| {label} | " + " | ".join(f"{100 * stats[n][0]:.2f} ± {100 * stats[n][1]:.2f}"
